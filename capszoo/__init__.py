@@ -1,0 +1,21 @@
+"""capszoo: capsule networks with interchangeable routing, for Keras 3 on any backend."""
+
+from capszoo import layers, ops, routing
+from capszoo.config import ModelConfig
+from capszoo.models import CapsNet, CapsNet2, CapsNet3, CapsNet4
+from capszoo.ops import MarginLoss, squash
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CapsNet",
+    "CapsNet2",
+    "CapsNet3",
+    "CapsNet4",
+    "MarginLoss",
+    "ModelConfig",
+    "layers",
+    "ops",
+    "routing",
+    "squash",
+]

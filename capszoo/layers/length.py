@@ -1,0 +1,43 @@
+"""Capsule lengths (class scores) and the masking that feeds the reconstruction decoder."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from capszoo.ops import capsule_length
+
+
+@keras.saving.register_keras_serializable(package="capszoo")
+class Length(keras.layers.Layer):
+    """``(batch, n, d)`` capsules -> ``(batch, n)`` lengths: a class capsule's length is its score."""
+
+    def call(self, inputs):
+        return capsule_length(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])
+
+
+@keras.saving.register_keras_serializable(package="capszoo")
+class Mask(keras.layers.Layer):
+    """Keep one class capsule, zero the others, and flatten: ``(batch, n, d)`` -> ``(batch, n * d)``.
+
+    ``Mask()(capsules)`` keeps the longest capsule (inference); ``Mask()(capsules, labels)``
+    keeps the capsule of the given label (training, as in Sabour et al.). ``labels`` are class ids
+    ``(batch,)`` / ``(batch, 1)`` or one-hot rows ``(batch, n)``.
+    """
+
+    def call(self, capsules, labels=None):
+        n_classes = capsules.shape[1]
+        if labels is None:
+            keep = ops.one_hot(ops.argmax(capsule_length(capsules), axis=-1), n_classes, dtype=capsules.dtype)
+        elif len(labels.shape) == 2 and labels.shape[-1] == n_classes and n_classes != 1:
+            keep = ops.cast(labels, capsules.dtype)
+        else:
+            keep = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), n_classes, dtype=capsules.dtype)
+        masked = capsules * keep[:, :, None]
+        return ops.reshape(masked, (-1, n_classes * capsules.shape[2]))
+
+    def compute_output_shape(self, input_shape, labels_shape=None):
+        return (input_shape[0], input_shape[1] * input_shape[2])

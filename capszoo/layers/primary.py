@@ -1,0 +1,77 @@
+"""Primary capsules: a convolution whose channels are grouped into capsule vectors."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from capszoo.ops import squash
+
+
+@keras.saving.register_keras_serializable(package="capszoo")
+class PrimaryCapsule(keras.layers.Layer):
+    """Conv2D with ``capsule_types * capsule_dim`` filters, reshaped to capsules and squashed.
+
+    Input ``(batch, H, W, C)``; output ``(batch, H' * W' * capsule_types, capsule_dim)``. The
+    paper's layer (32 types of 8-D capsules, 9x9 kernel, stride 2, no activation before the
+    squash) gives 1152 capsules on 28x28 inputs after a 9x9 convolution, and 2048 on 32x32.
+    """
+
+    def __init__(
+        self,
+        capsule_types=32,
+        capsule_dim=8,
+        kernel_size=9,
+        strides=2,
+        padding="valid",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (("capsule_types", capsule_types), ("capsule_dim", capsule_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"PrimaryCapsule {name} must be an integer >= 1, got {value!r}")
+        self.capsule_types = capsule_types
+        self.capsule_dim = capsule_dim
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.conv = keras.layers.Conv2D(
+            capsule_types * capsule_dim,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"PrimaryCapsule expects feature maps of shape (batch, height, width, channels), got {tuple(input_shape)}"
+            )
+        self.conv.build(input_shape)
+
+    def call(self, inputs):
+        features = self.conv(inputs)
+        _, height, width, _ = features.shape
+        capsules = ops.reshape(features, (-1, height * width * self.capsule_types, self.capsule_dim))
+        return squash(capsules)
+
+    def compute_output_shape(self, input_shape):
+        _, height, width, _ = self.conv.compute_output_shape(input_shape)
+        return (input_shape[0], height * width * self.capsule_types, self.capsule_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            capsule_types=self.capsule_types,
+            capsule_dim=self.capsule_dim,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

@@ -1,0 +1,147 @@
+"""Capsule networks built from a :class:`capszoo.config.ModelConfig`."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from capszoo.config import ModelConfig
+from capszoo.layers import CapsuleDecoder, CapsuleLayer, Length, Mask, PrimaryCapsule
+
+
+@keras.saving.register_keras_serializable(package="capszoo")
+class CapsNet(keras.Model):
+    """Conv (ReLU) -> primary capsules -> capsule layers (routing strategy) -> lengths.
+
+    ``CapsNet(config)`` takes a :class:`ModelConfig` (or a dict of its fields, or its fields as
+    keyword arguments). Call it on float images ``(batch, H, W, C)`` scaled to [0, 1].
+
+    Outputs: the class scores ``(batch, num_classes)`` (class-capsule lengths). With
+    ``return_capsules`` or ``decoder`` in the config, a dict instead:
+    ``{"class_scores", "class_capsules"[, "reconstruction"]}``. The decoder reconstructs from the
+    capsule of the label when the input is ``{"images": x, "labels": y}`` (training, as in Sabour
+    et al.), otherwise from the longest capsule.
+    """
+
+    def __init__(self, config=None, name="capsnet", **kwargs):
+        base_kwargs = {k: kwargs.pop(k) for k in ("trainable", "dtype") if k in kwargs}
+        if config is None:
+            config = ModelConfig.from_dict(kwargs)
+        elif kwargs:
+            raise ValueError(f"CapsNet takes a config or its fields as keywords, not both (got {sorted(kwargs)})")
+        config = ModelConfig.from_dict(config)
+        super().__init__(name=name, **base_kwargs)
+        self.model_config = config
+        self.conv = keras.layers.Conv2D(
+            config.conv_filters, config.conv_kernel_size, activation="relu", name="conv"
+        )
+        self.primary = PrimaryCapsule(
+            config.primary_types,
+            config.primary_dim,
+            kernel_size=config.primary_kernel_size,
+            strides=config.primary_strides,
+            name="primary_capsules",
+        )
+        routing = config.routing_strategy()
+        self.capsule_layers = [
+            CapsuleLayer(n, d, routing=routing, name=f"capsules_{k + 1}")
+            for k, (n, d) in enumerate(zip(config.capsules, config.capsule_dims))
+        ]
+        self.length = Length(name="class_scores")
+        self.mask = Mask(name="mask") if config.decoder else None
+        self.decoder = CapsuleDecoder(config.input_shape, config.decoder_units, name="decoder") if config.decoder else None
+        self.build((None, *config.input_shape))
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in (self.conv, self.primary, *self.capsule_layers):
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.length.build(shape)
+        if self.decoder is not None:
+            self.decoder.build((None, shape[1] * shape[2]))
+        self.built = True
+
+    def _check_images(self, images):
+        images = ops.convert_to_tensor(images)
+        expected = self.model_config.input_shape
+        if len(images.shape) != 4:
+            raise ValueError(
+                f"{self.name} expects images of shape (batch, {', '.join(map(str, expected))}), "
+                f"got a rank-{len(images.shape)} input of shape {tuple(images.shape)}"
+            )
+        if any(got is not None and got != want for got, want in zip(images.shape[1:], expected)):
+            raise ValueError(f"{self.name} expects images of shape (batch, {', '.join(map(str, expected))}), "
+                             f"got {tuple(images.shape)}")
+        if "float" not in str(images.dtype):
+            raise ValueError(f"{self.name} expects float images scaled to [0, 1], got dtype {images.dtype}; "
+                             "convert with images.astype('float32') / 255")
+        return images
+
+    def capsules(self, images, return_routing_state=False):
+        """The capsules of every layer: ``[primary, capsules_1, ..., class capsules]``.
+
+        With ``return_routing_state=True`` also the per-layer routing states (see the routing
+        strategies), for the analysis tools: ``(capsules, states)``.
+        """
+        x = self.conv(self._check_images(images))
+        caps = [self.primary(x)]
+        states = []
+        for layer in self.capsule_layers:
+            if return_routing_state:
+                v, state = layer(caps[-1], return_routing_state=True)
+                states.append(state)
+            else:
+                v = layer(caps[-1])
+            caps.append(v)
+        return (caps, states) if return_routing_state else caps
+
+    def call(self, inputs, training=None):
+        labels = None
+        if isinstance(inputs, dict):
+            unknown = set(inputs) - {"images", "labels"}
+            if "images" not in inputs or unknown:
+                raise ValueError(f"{self.name} takes images, or a dict with 'images' and optional 'labels'; "
+                                 f"got keys {sorted(inputs)}")
+            images, labels = inputs["images"], inputs.get("labels")
+        else:
+            images = inputs
+        class_capsules = self.capsules(images)[-1]
+        scores = self.length(class_capsules)
+        if self.decoder is None and not self.model_config.return_capsules:
+            return scores
+        outputs = {"class_scores": scores, "class_capsules": class_capsules}
+        if self.decoder is not None:
+            outputs["reconstruction"] = self.decoder(self.mask(class_capsules, labels))
+        return outputs
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "config": self.model_config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _factory(depth, default_hidden):
+    def build(input_shape=(28, 28, 1), num_classes=10, routing="dynamic", **overrides):
+        capsules = tuple(overrides.pop("capsules", (*default_hidden, num_classes)))
+        if len(capsules) != depth - 1:
+            raise ValueError(f"CapsNet{depth} has {depth - 1} capsule layers after the primary capsules, "
+                             f"got capsules={capsules!r}")
+        config = ModelConfig(input_shape=input_shape, num_classes=num_classes, routing=routing,
+                             capsules=capsules, **overrides)
+        return CapsNet(config, name=overrides.pop("name", f"capsnet{depth}"))
+
+    build.__name__ = build.__qualname__ = f"CapsNet{depth}"
+    build.__doc__ = (
+        f"The adaptive-routing paper's CapsNet{depth}: capsule layers [primary, "
+        f"{', '.join(map(str, default_hidden + ('num_classes',)))}].\n\n"
+        "Any :class:`ModelConfig` field can be overridden by keyword (widths for tiny test models)."
+    )
+    return build
+
+
+CapsNet2 = _factory(2, ())
+CapsNet3 = _factory(3, (256,))
+CapsNet4 = _factory(4, (256, 32))

@@ -1,0 +1,94 @@
+"""Capsule maths shared by layers, routing strategies, losses and analysis.
+
+Everything here uses ``keras.ops`` only, so it runs unchanged on the TensorFlow, JAX and
+PyTorch backends.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# Added under the square root of |s|^2. Small enough not to bias |s| for any capsule that
+# carries signal (|s| >> 1e-6), large enough that d|s|/ds stays finite at s = 0.
+NORM_EPSILON = 1e-12
+
+
+def safe_norm(x, axis=-1, keepdims=False):
+    """Euclidean norm along ``axis`` with a finite gradient at the zero vector."""
+    return ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=keepdims) + NORM_EPSILON)
+
+
+def squash(s, axis=-1):
+    """Sabour et al.'s non-linearity ``|s|^2 / (1 + |s|^2) * s / |s|``.
+
+    Written as ``s * |s| / (1 + |s|^2)``, which is the same function but never divides by
+    ``|s|``: the value and the gradient are finite at ``s = 0`` (both are zero there) and for
+    huge inputs (the factor tends to ``1 / |s|`` instead of forming ``inf / inf``).
+    """
+    norm = safe_norm(s, axis=axis, keepdims=True)
+    return s * (norm / (1.0 + ops.square(norm)))
+
+
+def capsule_length(v, axis=-1):
+    """Length of each capsule: the class score of a class capsule."""
+    return safe_norm(v, axis=axis)
+
+
+def psi(z):
+    """``psi(z) = z - arctan(z)``, the potential whose gradient field is ``squash``."""
+    return z - ops.arctan(z)
+
+
+def routing_energy(couplings, predictions, per_capsule=False):
+    """The energy that dynamic routing minimises (objective-function paper, eq. for Psi).
+
+    ``Psi(C) = -sum_j psi(|sum_i c_ij u_hat_j|i|)``.
+
+    Args:
+        couplings: ``(batch, n_in, n_out)`` coupling coefficients ``c_ij``.
+        predictions: ``(batch, n_in, n_out, d_out)`` prediction vectors ``u_hat_j|i``.
+        per_capsule: return ``(batch, n_out)`` terms instead of the ``(batch,)`` total.
+    """
+    s = ops.einsum("bij,bijd->bjd", couplings, predictions)
+    terms = -psi(safe_norm(s, axis=-1))
+    return terms if per_capsule else ops.sum(terms, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="capszoo")
+class MarginLoss(keras.losses.Loss):
+    """Sabour et al.'s margin loss on capsule lengths.
+
+    ``L_k = T_k max(0, m+ - |v_k|)^2 + down_weight (1 - T_k) max(0, |v_k| - m-)^2``, summed over
+    classes. ``y_true`` may be integer class ids (shape ``(batch,)`` or ``(batch, 1)``) or one-hot
+    rows (shape ``(batch, classes)``); ``y_pred`` are the class scores (capsule lengths).
+    """
+
+    def __init__(self, m_plus=0.9, m_minus=0.1, down_weight=0.5, name="margin_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 <= m_minus < m_plus <= 1.0:
+            raise ValueError(f"MarginLoss needs 0 <= m_minus < m_plus <= 1, got m_minus={m_minus}, m_plus={m_plus}")
+        if down_weight < 0:
+            raise ValueError(f"MarginLoss needs down_weight >= 0, got {down_weight}")
+        self.m_plus = float(m_plus)
+        self.m_minus = float(m_minus)
+        self.down_weight = float(down_weight)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.convert_to_tensor(y_true)
+        num_classes = y_pred.shape[-1]
+        one_hot = len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == num_classes and num_classes != 1
+        if one_hot:
+            targets = ops.cast(y_true, y_pred.dtype)
+        else:
+            labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+            targets = ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
+        present = targets * ops.square(ops.relu(self.m_plus - y_pred))
+        absent = (1.0 - targets) * ops.square(ops.relu(y_pred - self.m_minus))
+        return ops.sum(present + self.down_weight * absent, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(m_plus=self.m_plus, m_minus=self.m_minus, down_weight=self.down_weight)
+        return config

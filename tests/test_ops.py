@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from keras import ops
+
+from capszoo.ops import MarginLoss, capsule_length, routing_energy, squash
+from tests import reference
+from tests.helpers import to_numpy, value_and_grad
+
+pytestmark = pytest.mark.any_backend
+
+vectors = arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 16)),
+                 elements=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=50, deadline=None)
+@given(vectors)
+def test_squash_matches_reference_shrinks_and_keeps_direction(s):
+    v = to_numpy(squash(s.astype("float32")))
+    np.testing.assert_allclose(v, reference.squash(s), rtol=1e-4, atol=1e-6)
+    norms = np.linalg.norm(v, axis=-1)
+    assert np.all(norms < 1.0 + 1e-6)
+    s_norm = np.linalg.norm(s, axis=-1)
+    big = s_norm > 1e-3
+    cos = (v[big] * s[big]).sum(-1) / (np.linalg.norm(v[big], axis=-1) * s_norm[big])
+    np.testing.assert_allclose(cos, 1.0, atol=1e-5)
+
+
+def test_squash_length_formula():
+    s = np.array([[3.0, 4.0]], dtype="float32")  # |s| = 5 -> |v| = 25/26
+    np.testing.assert_allclose(np.linalg.norm(to_numpy(squash(s))), 25 / 26, rtol=1e-6)
+
+
+@pytest.mark.parametrize("point", [np.zeros(8), np.full(8, 1e6), np.full(8, -1e6), np.eye(8)[0] * 1e-9])
+def test_squash_value_and_gradient_are_finite(point):
+    value, grad = value_and_grad(lambda x: ops.sum(squash(x)), point.astype("float32"))
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+
+
+def test_squash_of_zero_is_zero():
+    np.testing.assert_array_equal(to_numpy(squash(np.zeros((2, 5), "float32"))), 0.0)
+
+
+def test_capsule_length():
+    v = np.array([[[3.0, 4.0], [0.0, 0.0]]], dtype="float32")
+    np.testing.assert_allclose(to_numpy(capsule_length(v)), [[5.0, 0.0]], atol=1e-5)
+
+
+def test_margin_loss_against_hand_computation():
+    lengths = np.array([[0.95, 0.05, 0.5], [0.2, 0.8, 0.1]], dtype="float32")
+    labels = np.array([0, 2])
+    # row 0: present 0 (0.95 > 0.9), absent 0 + 0.5 * 0.4^2 = 0.08
+    # row 1: absent 0.5*(0.1^2 + 0.7^2) = 0.25, present (0.9-0.1)^2 = 0.64 -> 0.89
+    expected = np.array([0.08, 0.89])
+    np.testing.assert_allclose(reference.margin_loss(labels, lengths), expected, rtol=1e-6)
+    loss = MarginLoss(reduction=None)
+    np.testing.assert_allclose(to_numpy(loss(labels, lengths)), expected, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(loss(labels[:, None], lengths)), expected, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(loss(np.eye(3)[labels], lengths)), expected, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(MarginLoss()(labels, lengths)), expected.mean(), rtol=1e-5)
+
+
+def test_margin_loss_rejects_bad_margins_and_round_trips():
+    with pytest.raises(ValueError, match="m_minus < m_plus"):
+        MarginLoss(m_plus=0.1, m_minus=0.9)
+    loss = MarginLoss(m_plus=0.8, down_weight=0.25)
+    again = MarginLoss.from_config(loss.get_config())
+    assert (again.m_plus, again.m_minus, again.down_weight) == (0.8, 0.1, 0.25)
+
+
+def test_routing_energy_matches_reference():
+    rng = np.random.default_rng(0)
+    c = reference.softmax_over_outputs(rng.normal(size=(2, 5, 3)))
+    u_hat = rng.normal(size=(2, 5, 3, 4))
+    np.testing.assert_allclose(to_numpy(routing_energy(c.astype("float32"), u_hat.astype("float32"))),
+                               reference.energy(c, u_hat), rtol=1e-5)
