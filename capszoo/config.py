@@ -87,7 +87,8 @@ class ModelConfig:
         set_(self, "capsules", _int_tuple("capsules", self.capsules))
         if not self.capsules or self.capsules[-1] != self.num_classes:
             raise ValueError(
-                f"model.capsules must end with the class capsules (num_classes={self.num_classes}), got {self.capsules!r}"
+                f"model.capsules must end with the class capsules (num_classes={self.num_classes}), "
+                f"got {self.capsules!r}"
             )
         set_(self, "capsule_dims", _int_tuple("capsule_dims", self.capsule_dims, len(self.capsules)))
         set_(self, "decoder_units", _int_tuple("decoder_units", self.decoder_units))
@@ -125,7 +126,9 @@ class ModelConfig:
     def routing_strategy(self):
         """The routing strategy this config asks for, given only the arguments it takes."""
         if self.routing not in _REGISTRY:
-            raise ValueError(f"model.routing: unknown routing {self.routing!r}; available: {', '.join(available_routings())}")
+            raise ValueError(
+                f"model.routing: unknown routing {self.routing!r}; available: {', '.join(available_routings())}"
+            )
         accepted = routing_parameters(self.routing)
         kwargs = {key: getattr(self, key) for key in ("iterations", "lam") if key in accepted}
         unknown = set(self.routing_options) - set(accepted)

@@ -45,11 +45,13 @@ class CapsNet(keras.Model):
         routing = config.routing_strategy()
         self.capsule_layers = [
             CapsuleLayer(n, d, routing=routing, name=f"capsules_{k + 1}")
-            for k, (n, d) in enumerate(zip(config.capsules, config.capsule_dims))
+            for k, (n, d) in enumerate(zip(config.capsules, config.capsule_dims, strict=True))
         ]
         self.length = Length(name="class_scores")
         self.mask = Mask(name="mask") if config.decoder else None
-        self.decoder = CapsuleDecoder(config.input_shape, config.decoder_units, name="decoder") if config.decoder else None
+        self.decoder = (
+            CapsuleDecoder(config.input_shape, config.decoder_units, name="decoder") if config.decoder else None
+        )
         self.build((None, *config.input_shape))
 
     def build(self, input_shape):
@@ -70,7 +72,7 @@ class CapsNet(keras.Model):
                 f"{self.name} expects images of shape (batch, {', '.join(map(str, expected))}), "
                 f"got a rank-{len(images.shape)} input of shape {tuple(images.shape)}"
             )
-        if any(got is not None and got != want for got, want in zip(images.shape[1:], expected)):
+        if any(got is not None and got != want for got, want in zip(images.shape[1:], expected, strict=True)):
             raise ValueError(f"{self.name} expects images of shape (batch, {', '.join(map(str, expected))}), "
                              f"got {tuple(images.shape)}")
         if "float" not in str(images.dtype):

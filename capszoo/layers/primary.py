@@ -50,7 +50,8 @@ class PrimaryCapsule(keras.layers.Layer):
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(
-                f"PrimaryCapsule expects feature maps of shape (batch, height, width, channels), got {tuple(input_shape)}"
+                "PrimaryCapsule expects feature maps of shape (batch, height, width, channels), "
+                f"got {tuple(input_shape)}"
             )
         self.conv.build(input_shape)
 

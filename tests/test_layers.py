@@ -1,0 +1,100 @@
+import keras
+import numpy as np
+import pytest
+
+from capszoo.layers import CapsuleDecoder, CapsuleLayer, Length, Mask, PrimaryCapsule
+from capszoo.routing import AdaptiveLambdaRouting, DynamicRouting
+from tests import reference
+from tests.helpers import random_capsules, to_numpy
+
+pytestmark = pytest.mark.any_backend
+
+ROUTINGS = ["dynamic", DynamicRouting(2, stop_gradient=True), "adaptive", AdaptiveLambdaRouting(3.0), "uniform"]
+
+
+def test_primary_capsule_is_conv_reshape_squash():
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 9, 9, 3)).astype("float32")
+    layer = PrimaryCapsule(capsule_types=4, capsule_dim=5, kernel_size=3, strides=2)
+    out = to_numpy(layer(x))
+    assert out.shape == (2, 4 * 4 * 4, 5) == layer.compute_output_shape(x.shape)
+    kernel, bias = (to_numpy(w).astype("float64") for w in layer.conv.weights)
+    conv = np.zeros((2, 4, 4, 20))
+    for r in range(4):
+        for c in range(4):
+            patch = x[:, 2 * r:2 * r + 3, 2 * c:2 * c + 3, :].astype("float64")
+            conv[:, r, c] = np.einsum("bhwc,hwco->bo", patch, kernel) + bias
+    np.testing.assert_allclose(out, reference.squash(conv.reshape(2, -1, 5)), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS, ids=str)
+def test_capsule_layer_get_config_round_trip_and_shapes(routing):
+    u, _ = random_capsules(np.random.default_rng(1), 2, 6, 4, 3, 5)
+    layer = CapsuleLayer(3, 5, routing=routing, name="caps")
+    out = layer(u)
+    assert tuple(out.shape) == (2, 3, 5)
+    assert layer.kernel.shape == (6, 4, 3, 5)
+    clone = CapsuleLayer.from_config(layer.get_config())
+    assert clone.routing == layer.routing and clone.get_config() == layer.get_config()
+    clone.build(u.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_numpy(clone(u)), to_numpy(out), rtol=1e-6)
+
+
+@pytest.mark.parametrize("routing", ROUTINGS, ids=str)
+def test_capsule_layer_symbolic_and_variable_batch(routing):
+    inputs = keras.Input((6, 4))
+    model = keras.Model(inputs, CapsuleLayer(3, 5, routing=routing)(inputs))
+    assert tuple(model.output.shape) == (None, 3, 5)
+    rng = np.random.default_rng(2)
+    full, _ = random_capsules(rng, 7, 6, 4, 1, 1)
+    together = model.predict(full, verbose=0)
+    for batch in (1, 3):
+        np.testing.assert_allclose(model.predict(full[:batch], verbose=0), together[:batch], rtol=1e-5, atol=1e-6)
+
+
+def test_capsule_layer_returns_routing_state():
+    u, _ = random_capsules(np.random.default_rng(3), 2, 6, 4, 3, 5)
+    layer = CapsuleLayer(3, 5, routing=DynamicRouting(3))
+    v, state = layer(u, return_routing_state=True)
+    assert state["couplings"].shape == (3, 2, 6, 3)
+    np.testing.assert_allclose(to_numpy(v), to_numpy(layer(u)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 6), (2, 6, 4, 1)])
+def test_capsule_layer_rejects_wrong_input_rank(shape):
+    with pytest.raises(ValueError, match=r"expects capsules of shape \(batch, n_capsules, capsule_dim\)"):
+        CapsuleLayer(3, 5)(np.zeros(shape, "float32"))
+
+
+def test_primary_capsule_rejects_wrong_input_rank():
+    with pytest.raises(ValueError, match=r"expects feature maps of shape \(batch, height, width, channels\)"):
+        PrimaryCapsule(2, 4, kernel_size=3)(np.zeros((2, 9, 9), "float32"))
+
+
+@pytest.mark.parametrize("kwargs", [dict(capsules=0, capsule_dim=4), dict(capsules=3, capsule_dim=2.5),
+                                    dict(capsules=3, capsule_dim=4, routing="nope")])
+def test_capsule_layer_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        CapsuleLayer(**kwargs)
+
+
+def test_length_and_mask():
+    caps = np.zeros((2, 3, 2), "float32")
+    caps[0, 1] = [3, 4]
+    caps[0, 2] = [1, 0]
+    caps[1, 0] = [0, 2]
+    caps[1, 2] = [0, 1]
+    np.testing.assert_allclose(to_numpy(Length()(caps)), [[0, 5, 1], [2, 0, 1]], atol=1e-5)
+    by_length = to_numpy(Mask()(caps))
+    np.testing.assert_array_equal(by_length, [[0, 0, 3, 4, 0, 0], [0, 2, 0, 0, 0, 0]])
+    by_label = to_numpy(Mask()(caps, np.array([2, 2])))
+    np.testing.assert_array_equal(by_label, [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]])
+    np.testing.assert_array_equal(to_numpy(Mask()(caps, np.eye(3, dtype="float32")[[2, 2]])), by_label)
+
+
+def test_decoder_shape_and_range():
+    decoder = CapsuleDecoder((5, 4, 2), units=(8, 16))
+    out = to_numpy(decoder(np.random.default_rng(0).normal(size=(3, 12)).astype("float32")))
+    assert out.shape == (3, 5, 4, 2) and out.min() >= 0 and out.max() <= 1
+    assert CapsuleDecoder.from_config(decoder.get_config()).get_config() == decoder.get_config()

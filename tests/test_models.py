@@ -1,0 +1,154 @@
+import keras
+import numpy as np
+import pytest
+
+from capszoo import CapsNet, CapsNet2, CapsNet3, CapsNet4, MarginLoss, ModelConfig
+from tests.helpers import to_numpy
+
+pytestmark = pytest.mark.any_backend
+
+ROUTING_KWARGS = [dict(routing="dynamic", iterations=3), dict(routing="adaptive", iterations=2),
+                  dict(routing="adaptive_lambda", lam=3.0), dict(routing="uniform")]
+TINY = dict(conv_filters=8, conv_kernel_size=3, primary_types=4, primary_dim=4, primary_kernel_size=3)
+
+
+def tiny(factory=CapsNet2, input_shape=(12, 12, 1), **kwargs):
+    hidden = {CapsNet2: (), CapsNet3: (6,), CapsNet4: (6, 5)}[factory]
+    kwargs = {**TINY, "capsules": (*hidden, kwargs.pop("num_classes", 3)), "capsule_dims": 4, **kwargs}
+    return factory(input_shape=input_shape, num_classes=kwargs["capsules"][-1], **kwargs)
+
+
+def images(batch, shape=(12, 12, 1), seed=0):
+    return np.random.default_rng(seed).random((batch, *shape)).astype("float32")
+
+
+@pytest.mark.parametrize("shape, primary", [((28, 28, 1), 1152), ((32, 32, 3), 2048)])
+def test_paper_primary_capsule_counts(shape, primary):
+    assert ModelConfig(input_shape=shape).primary_capsules == primary
+
+
+@pytest.mark.parametrize("factory, capsules", [(CapsNet2, (10,)), (CapsNet3, (256, 10)), (CapsNet4, (256, 32, 10))])
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_paper_models_shapes(factory, capsules, shape):
+    model = factory(input_shape=shape, routing="adaptive_lambda", lam=3.0)
+    assert model.model_config.capsules == capsules
+    primary = ModelConfig(input_shape=shape).primary_capsules
+    counts = [primary, *capsules]
+    assert [tuple(layer.kernel.shape) for layer in model.capsule_layers] == [
+        (n_in, d_in, n_out, 16) for n_in, n_out, d_in in zip(counts, counts[1:], [8] + [16] * len(capsules), strict=False)
+    ]
+    assert to_numpy(model(images(2, shape))).shape == (2, 10)
+
+
+def test_paper_capsnet2_parameter_count():
+    # conv 9*9*1*256+256, primary 9*9*256*256+256, W 1152*8*10*16
+    assert CapsNet2().count_params() == 20_992 + 5_308_672 + 1_474_560
+
+
+@pytest.mark.parametrize("factory", [CapsNet2, CapsNet3, CapsNet4])
+@pytest.mark.parametrize("routing", ROUTING_KWARGS, ids=lambda k: k["routing"])
+def test_tiny_models_variable_batch(factory, routing):
+    model = tiny(factory, **routing)
+    x = images(5)
+    together = to_numpy(model(x))
+    assert together.shape == (5, 3) and np.all((together >= 0) & (together < 1))
+    for batch in (1, 2):
+        np.testing.assert_allclose(to_numpy(model(x[:batch])), together[:batch], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x, batch_size=2, verbose=0), together, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("routing", ROUTING_KWARGS, ids=lambda k: k["routing"])
+def test_keras_save_and_load_gives_identical_outputs(tmp_path, routing):
+    model = tiny(CapsNet3, decoder=True, decoder_units=(8, 8), **routing)
+    model.compile(optimizer="adam", loss={"class_scores": MarginLoss()})
+    model.optimizer.build(model.trainable_variables)
+    x = images(3)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.model_config == model.model_config
+    before, after = model(x), loaded(x)
+    for key in ("class_scores", "class_capsules", "reconstruction"):
+        np.testing.assert_array_equal(to_numpy(after[key]), to_numpy(before[key]))
+
+
+def test_outputs_dict_and_decoder_masking():
+    model = tiny(return_capsules=True)
+    out = model(images(2))
+    assert set(out) == {"class_scores", "class_capsules"} and out["class_capsules"].shape == (2, 3, 4)
+    with_decoder = tiny(decoder=True, decoder_units=(8, 8))
+    x = images(2)
+    by_length = to_numpy(with_decoder(x)["reconstruction"])
+    assert by_length.shape == (2, 12, 12, 1)
+    scores = to_numpy(with_decoder(x)["class_scores"])
+    labels = np.argmax(scores, axis=1)
+    np.testing.assert_allclose(to_numpy(with_decoder({"images": x, "labels": labels})["reconstruction"]), by_length,
+                               rtol=1e-6)
+    other = to_numpy(with_decoder({"images": x, "labels": (labels + 1) % 3})["reconstruction"])
+    assert np.abs(other - by_length).max() > 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(routing="adaptive_lambda", lam=0.0), "λ"),
+    (dict(routing="adaptive_lambda", lam=-1.0), "λ"),
+    (dict(routing="dynamic", iterations=0), "iterations must be an integer >= 1"),
+    (dict(routing="adaptive", iterations=-2), "iterations must be an integer >= 1"),
+    (dict(routing="dinamic"), "unknown routing 'dinamic'"),
+    (dict(capsules=(16, 10), num_classes=10), "CapsNet2 has 1 capsule layers"),
+    (dict(conv_filters=0), "model.conv_filters must be an integer >= 1"),
+    (dict(routing_options={"stop_gradient": 1}), "stop_gradient must be True or False"),
+    (dict(routing="uniform", routing_options={"stop_gradient": True}), "takes no option"),
+    (dict(input_shape=(8, 8, 1)), "too small"),
+])
+def test_bad_arguments_raise_clear_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CapsNet2(**kwargs)
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match="unknown model config key.*model.lambda"):
+        ModelConfig.from_dict({"routing": "adaptive_lambda", "lambda": 3.0})
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((12, 12, 1), "float32"), r"expects images of shape \(batch, 12, 12, 1\), got a rank-3"),
+    (np.zeros((2, 12, 12), "float32"), "rank-3"),
+    (np.zeros((2, 14, 14, 1), "float32"), r"got \(2, 14, 14, 1\)"),
+    (np.zeros((2, 12, 12, 3), "float32"), r"got \(2, 12, 12, 3\)"),
+    (np.zeros((2, 12, 12, 1), "uint8"), "expects float images scaled to"),
+])
+def test_wrong_image_shape_or_dtype_is_rejected(bad, message):
+    with pytest.raises(ValueError, match=message):
+        tiny()(bad)
+
+
+def test_config_round_trip_through_dict():
+    config = ModelConfig(routing="dynamic", iterations=2, routing_options={"stop_gradient": True},
+                         capsules=(32, 10), capsule_dims=(8, 16))
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert CapsNet(config.to_dict()).model_config == config
+
+
+def _synthetic_task(n, seed):
+    """3 classes, each a bright 4x4 patch in a different place, plus noise: linearly separable."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    x = 0.2 * rng.random((n, 12, 12, 1))
+    for k, (r, c) in enumerate([(1, 1), (1, 7), (7, 4)]):
+        x[labels == k, r:r + 4, c:c + 4, 0] += 0.8
+    return np.clip(x, 0, 1).astype("float32"), labels
+
+
+@pytest.mark.parametrize("routing", [dict(routing="adaptive_lambda", lam=3.0), dict(routing="dynamic")],
+                         ids=lambda k: k["routing"])
+def test_tiny_capsnet_learns_a_separable_task(routing):
+    keras.utils.set_random_seed(0)
+    x, y = _synthetic_task(384, seed=0)
+    x_test, y_test = _synthetic_task(192, seed=1)
+    model = tiny(**routing)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=MarginLoss(), metrics=["sparse_categorical_accuracy"])
+    _, untrained = model.evaluate(x_test, y_test, verbose=0)
+    assert untrained < 0.7
+    model.fit(x, y, batch_size=32, epochs=6, verbose=0)
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    assert accuracy > 0.9  # chance is 1/3
