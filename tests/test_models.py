@@ -33,10 +33,9 @@ def test_paper_models_shapes(factory, capsules, shape):
     model = factory(input_shape=shape, routing="adaptive_lambda", lam=3.0)
     assert model.model_config.capsules == capsules
     primary = ModelConfig(input_shape=shape).primary_capsules
-    counts = [primary, *capsules]
-    assert [tuple(layer.kernel.shape) for layer in model.capsule_layers] == [
-        (n_in, d_in, n_out, 16) for n_in, n_out, d_in in zip(counts, counts[1:], [8] + [16] * len(capsules), strict=False)
-    ]
+    n_in, d_in = [primary, *capsules[:-1]], [8] + [16] * (len(capsules) - 1)
+    expected = [(n, d, n_out, 16) for n, d, n_out in zip(n_in, d_in, capsules, strict=True)]
+    assert [tuple(layer.kernel.shape) for layer in model.capsule_layers] == expected
     assert to_numpy(model(images(2, shape))).shape == (2, 10)
 
 

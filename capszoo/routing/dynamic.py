@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import ops
 
 from capszoo.ops import squash
-from capszoo.routing.base import RoutingStrategy, check_iterations, predictions, register_routing
+from capszoo.routing.base import RoutingStrategy, check_iterations, register_routing, summed_predictions
 
 
 @register_routing("dynamic")
@@ -38,38 +38,42 @@ class DynamicRouting(RoutingStrategy):
         self.stop_gradient = stop_gradient
 
     def route(self, inputs, kernel, return_state):
-        u_hat = predictions(inputs, kernel)
+        n_out = kernel.shape[2]
+        # Iteration 1 has b = 0, so c = 1/n_out exactly and s = sum_i u_hat_j|i / n_out: one
+        # matrix product, no pass over the prediction tensor (never formed when iterations = 1).
+        s = summed_predictions(inputs, kernel) / n_out
+        if self.stop_gradient and self.iterations > 1:
+            s = ops.stop_gradient(s)
+        v = squash(s)
+        history = {"logits": [], "couplings": [], "outputs": [v]}
+        if self.iterations == 1 and not return_state:
+            return v
+        # The predictions are laid out (batch, n_out, n_in, d_out): then both per-iteration
+        # contractions, sum_i c_ij u_hat_j|i and u_hat_j|i . v_j, are batched matrix products
+        # over (batch, j) with no transposes (about 2x faster fwd+bwd on CPU than einsum on the
+        # (batch, n_in, n_out, d_out) layout). Logits and couplings are (batch, n_out, n_in), so
+        # the softmax over the output capsules j runs along axis 1.
+        u_hat = ops.einsum("bmi,mino->bnmo", inputs, kernel)
         u_hat_routing = ops.stop_gradient(u_hat) if self.stop_gradient else u_hat
-        n_out = u_hat.shape[2]
-        logits = None
-        history = {"logits": [], "couplings": [], "outputs": []}
-        for t in range(self.iterations):
-            last = t == self.iterations - 1
-            u = u_hat if last else u_hat_routing
-            if logits is None:
-                # b = 0: the softmax is exactly 1/n_out, so skip it and the weighted sum.
-                couplings = None
-                s = ops.sum(u, axis=1) / n_out
-            else:
-                couplings = ops.softmax(logits, axis=-1)
-                s = ops.einsum("bmn,bmno->bno", couplings, u)
-            v = squash(s)
+        logits = ops.zeros_like(u_hat[..., 0])
+        couplings = logits + 1.0 / n_out
+        for t in range(1, self.iterations):
             if return_state:
-                if couplings is None:
-                    zeros = ops.zeros_like(u_hat[..., 0])
-                    logits_t, couplings = zeros, zeros + 1.0 / n_out
-                else:
-                    logits_t = logits
-                history["logits"].append(logits_t)
+                history["logits"].append(logits)
                 history["couplings"].append(couplings)
-                history["outputs"].append(v)
-            if not last:
-                agreement = ops.einsum("bmno,bno->bmn", u, v)
-                logits = agreement if logits is None else logits + agreement
+            u = u_hat if t == self.iterations - 1 else u_hat_routing
+            logits = logits + ops.squeeze(ops.matmul(u_hat_routing, v[:, :, :, None]), axis=-1)
+            couplings = ops.softmax(logits, axis=1)
+            v = squash(ops.squeeze(ops.matmul(couplings[:, :, None, :], u), axis=2))
+            history["outputs"].append(v)
         if not return_state:
             return v
+        history["logits"].append(logits)
+        history["couplings"].append(couplings)
         state = {key: ops.stack(values, axis=0) for key, values in history.items()}
-        state["predictions"] = u_hat
+        for key in ("logits", "couplings"):  # public layout: (iterations, batch, n_in, n_out)
+            state[key] = ops.transpose(state[key], (0, 1, 3, 2))
+        state["predictions"] = ops.transpose(u_hat, (0, 2, 1, 3))
         return v, state
 
     def get_config(self):
