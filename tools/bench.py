@@ -41,7 +41,7 @@ ROUTINGS = {
 }
 MODELS = ("CapsNet2", "CapsNet3", "CapsNet4")
 BACKBONE = "backbone"
-TINY = dict(conv_filters=16, primary_types=4, primary_dim=8)
+TINY = dict(conv_filters=16, conv_kernel_size=3, primary_types=4, primary_dim=8, primary_kernel_size=3)
 TINY_HIDDEN = {"CapsNet2": (), "CapsNet3": (16,), "CapsNet4": (16, 8)}
 
 

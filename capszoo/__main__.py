@@ -1,0 +1,5 @@
+import sys
+
+from capszoo.cli import main
+
+sys.exit(main())

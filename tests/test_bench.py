@@ -1,0 +1,24 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_run_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench.py"), "--tiny", "--rounds", "1", "--steps", "1",
+         "--shapes", "12x12x1", "--models", "CapsNet2", "--routings", "adaptive_lambda", "--batch", "8",
+         "--json", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    rows = {(r["model"], r["routing"]): r for r in results["rows"]}
+    assert set(rows) == {("backbone", "-"), ("CapsNet2", "adaptive_lambda")}
+    assert rows[("backbone", "-")]["ratio_to_floor"] == 1.0
+    assert all(r["fits"] and r["step_s"] > 0 and r["peak_gib"] > 0 for r in rows.values())
+    assert "| 12x12x1 | CapsNet2 | adaptive_lambda |" in run.stdout
