@@ -36,6 +36,47 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_train(args):
+    import json
+
+    from capszoo.training import train
+
+    _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir, resume=args.resume,
+                       distribute=args.distribute, verbose=args.verbose)
+    summary = {k: metrics[k] for k in ("name", "test_accuracy", "test_loss", "epochs", "wall_time_s", "images_per_s")}
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args):
+    import json
+
+    from capszoo.runs import load_trained
+    from capszoo.training import evaluate
+
+    model, config = load_trained(args.model, weights=args.weights)
+    result = evaluate(model, config, data_dir=args.data_dir, split=args.split)
+    print(json.dumps({"model": str(args.model), "dataset": config.data.dataset, **result}))
+    return 0
+
+
+def cmd_predict(args):
+    from capszoo.data import CLASS_NAMES
+    from capszoo.runs import load_image, load_trained
+    from capszoo.training import predict_scores
+
+    model, config = load_trained(args.model, weights=args.weights)
+    import numpy as np
+
+    images = np.stack([load_image(path, config.model.input_shape) for path in args.images])
+    scores = predict_scores(model, images)
+    names = CLASS_NAMES[config.data.dataset]
+    for path, row in zip(args.images, scores, strict=True):
+        k = int(row.argmax())
+        print(f"{path}\t{k}\t{names[k]}\t{row[k]:.4f}")
+    return 0
+
+
 def build_parser():
     from capszoo.routing import available_routings
 
@@ -50,15 +91,47 @@ def build_parser():
     demo.add_argument("--lam", type=float, default=3.0, help="gradient coefficient λ (adaptive_lambda)")
     demo.add_argument("--images", type=int, default=5, help="how many digits to run (default 5)")
     demo.set_defaults(func=cmd_demo)
+
+    train = commands.add_parser(
+        "train", help="train a config or zoo entry", description="Train a model from a TOML config or a zoo entry "
+        "name, checkpointing every epoch; writes a run folder with config, history.csv, weights and metrics.json.")
+    train.add_argument("config", metavar="CONFIG_OR_NAME", help="a .toml config or a zoo entry (e.g. ara-digits)")
+    train.add_argument("--epochs", type=int, help="override training.epochs")
+    train.add_argument("--data-dir", help="offline folder of .npz datasets (else $CAPSZOO_DATA_DIR, else tfds)")
+    train.add_argument("--out", help="run folder (default runs/NAME)")
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    train.add_argument("--distribute", choices=["mirrored", "multi_worker"],
+                       help="tf.distribute strategy (TensorFlow backend)")
+    train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress: 0, 1 bar, 2 line")
+    train.set_defaults(func=cmd_train)
+
+    model_help = "a run folder (holding config.toml and model.weights.h5), or a config/zoo name with --weights"
+    evaluate = commands.add_parser("eval", help="evaluate a trained model on its dataset",
+                                   description="Evaluate a trained model on the test (or validation) split.")
+    evaluate.add_argument("model", metavar="MODEL", help=model_help)
+    evaluate.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    evaluate.add_argument("--data-dir", help="offline folder of .npz datasets")
+    evaluate.add_argument("--split", choices=["test", "validation"], default="test")
+    evaluate.set_defaults(func=cmd_eval)
+
+    predict = commands.add_parser("predict", help="classify image files",
+                                  description="Classify PNG/JPEG files: prints path, class id, class name, score.")
+    predict.add_argument("model", metavar="MODEL", help=model_help)
+    predict.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files")
+    predict.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from capszoo.training import TrainingError
+
     try:
         return args.func(args)
-    except ValueError as err:
-        print(f"capszoo {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TrainingError, FileNotFoundError) as err:
+        message = " ".join(str(err).split())  # one line
+        print(f"capszoo {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,35 +1,79 @@
-"""Typed, validated configuration.
+"""Typed, validated configuration: one object drives build, train, tune, evaluate and export.
 
-``ModelConfig`` describes a capsule network completely: the models are built from it, and it
-is what a zoo entry's ``[model]`` table and a saved ``.keras`` model carry. Invalid values and
-unknown keys raise ``ValueError`` naming the key.
+``Config`` has three sections, each a frozen dataclass: ``model`` (:class:`ModelConfig`, which
+describes a capsule network completely and is what a saved ``.keras`` model carries), ``data``
+(:class:`DataConfig`) and ``training`` (:class:`TrainingConfig`). A zoo entry is a TOML file with
+``[model]``, ``[data]`` and ``[training]`` tables. Invalid values and unknown keys raise
+``ValueError`` naming the key (``model.lam``, ``training.epochs``, ...).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 import numbers
+from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from capszoo.routing import available_routings, get_routing
 from capszoo.routing.base import _REGISTRY, routing_parameters
 
 
-def _positive_int(key, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"model.{key} must be an integer >= 1, got {value!r}")
+def _positive_int(key, value, section="model", minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{section}.{key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-def _int_tuple(key, value, length=None):
+def _int_tuple(key, value, length=None, section="model"):
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and length is not None:
         value = (value,) * length
     if not isinstance(value, (tuple, list)):
-        raise ValueError(f"model.{key} must be a list of integers, got {value!r}")
-    items = tuple(_positive_int(key, v) for v in value)
+        raise ValueError(f"{section}.{key} must be a list of integers, got {value!r}")
+    items = tuple(_positive_int(key, v, section) for v in value)
     if length is not None and len(items) != length:
-        raise ValueError(f"model.{key} must have {length} entries (one per capsule layer), got {len(items)}")
+        raise ValueError(f"{section}.{key} must have {length} entries (one per capsule layer), got {len(items)}")
     return items
+
+
+def _number(key, value, section, low=None, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{section}.{key} must be a finite number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{section}.{key} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{section}.{key} must be <= {high}, got {value!r}")
+    return float(value)
+
+
+def _choice(key, value, choices, section):
+    if value not in choices:
+        raise ValueError(f"{section}.{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _from_dict(cls, data, section):
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"the [{section}] config is a table/dict, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {section} config key(s): {', '.join(section + '.' + k for k in unknown)}")
+    return cls(**data)
+
+
+def _to_dict(obj):
+    data = dataclasses.asdict(obj)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,17 +187,270 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
-        data = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return _from_dict(cls, data, "model")
+
+
+# name -> (native height, width, channels): the one table of the datasets' shapes.
+DATASET_SHAPES = {
+    "digits": (8, 8, 1),
+    "mnist": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+    "svhn_cropped": (32, 32, 3),
+}
+DATASET_NAMES = tuple(DATASET_SHAPES)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data, and the adaptive-routing paper's preprocessing.
+
+    Attributes:
+        dataset: one of ``digits`` (scikit-learn's bundled 8x8 digits: needs no download),
+            ``mnist``, ``fashion_mnist``, ``cifar10``, ``svhn_cropped``.
+        source: ``auto`` (an offline folder if one is set, else tensorflow-datasets), ``tfds``
+            or ``npz`` (an offline folder of ``.npz`` files, see :mod:`capszoo.data`).
+        data_dir: the offline folder; ``CAPSZOO_DATA_DIR`` is used when this is empty.
+        image_size: ``(height, width)`` the images are brought to, or empty to keep them.
+        resize: how: ``pad`` (zero padding around the centred image; it must fit) or
+            ``bilinear`` (resampling).
+        shift_pixels: random translation of up to this many pixels with zero padding, training
+            batches only (2 for CIFAR-10 and SVHN in the paper, 0 otherwise).
+        validation_fraction: share of the training split held out for validation,
+            deterministically (the same examples for a given seed).
+        train_subset: use only the first N training examples (0: all), for quick runs.
+        test_subset: likewise for the test split.
+        seed: seed of the validation split, the shuffling and the augmentation.
+    """
+
+    dataset: str = "mnist"
+    source: str = "auto"
+    data_dir: str = ""
+    image_size: tuple[int, ...] = ()
+    resize: str = "pad"
+    shift_pixels: int = 0
+    validation_fraction: float = 0.0
+    train_subset: int = 0
+    test_subset: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        _choice("dataset", self.dataset, DATASET_NAMES, "data")
+        _choice("source", self.source, ("auto", "tfds", "npz"), "data")
+        _choice("resize", self.resize, ("pad", "bilinear"), "data")
+        if not isinstance(self.data_dir, str):
+            raise ValueError(f"data.data_dir must be a path string, got {self.data_dir!r}")
+        set_(self, "image_size", _int_tuple("image_size", self.image_size, section="data"))
+        if len(self.image_size) not in (0, 2):
+            raise ValueError(f"data.image_size must be [height, width] or empty, got {list(self.image_size)}")
+        for key in ("shift_pixels", "train_subset", "test_subset", "seed"):
+            set_(self, key, _positive_int(key, getattr(self, key), "data", minimum=0))
+        set_(self, "validation_fraction", _number("validation_fraction", self.validation_fraction, "data", 0.0, 0.5))
+
+    @property
+    def image_shape(self):
+        """``(height, width, channels)`` of the images this section produces."""
+        height, width, channels = DATASET_SHAPES[self.dataset]
+        return (*(self.image_size or (height, width)), channels)
+
+    def to_dict(self):
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return _from_dict(cls, data, "data")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The papers' recipe: Adam 1e-3, learning rate x 0.95 each epoch, batch 128, margin loss.
+
+    Attributes:
+        epochs, batch_size, learning_rate, lr_decay: per-epoch exponential decay factor.
+        reconstruction_weight: weight of the decoder's sum-of-squared-errors loss (Sabour: 0.0005);
+            used only when the model has a decoder.
+        m_plus, m_minus, down_weight: the margin loss.
+        seed: weights initialisation and everything else random in Keras.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.95
+    reconstruction_weight: float = 0.0005
+    m_plus: float = 0.9
+    m_minus: float = 0.1
+    down_weight: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "epochs", _positive_int("epochs", self.epochs, "training"))
+        set_(self, "batch_size", _positive_int("batch_size", self.batch_size, "training"))
+        set_(self, "seed", _positive_int("seed", self.seed, "training", minimum=0))
+        set_(self, "learning_rate", _number("learning_rate", self.learning_rate, "training", 0.0, low_open=True))
+        set_(self, "lr_decay", _number("lr_decay", self.lr_decay, "training", 0.0, 1.0, low_open=True))
+        set_(self, "reconstruction_weight",
+             _number("reconstruction_weight", self.reconstruction_weight, "training", 0.0))
+        for key in ("m_plus", "m_minus", "down_weight"):
+            set_(self, key, _number(key, getattr(self, key), "training", 0.0, 1.0 if key != "down_weight" else None))
+        if not self.m_minus < self.m_plus:
+            raise ValueError(f"training.m_minus ({self.m_minus}) must be below training.m_plus ({self.m_plus})")
+
+    def to_dict(self):
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return _from_dict(cls, data, "training")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole experiment: ``name``, ``description``, ``model``, ``data``, ``training``."""
+
+    name: str = "unnamed"
+    description: str = ""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        for key in ("name", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"{key} must be a string, got {getattr(self, key)!r}")
+        object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
+        object.__setattr__(self, "data", DataConfig.from_dict(self.data))
+        object.__setattr__(self, "training", TrainingConfig.from_dict(self.training))
+        native = DATASET_SHAPES[self.data.dataset]
+        if self.data.resize == "pad" and any(s < n for s, n in zip(self.data.image_shape, native, strict=True)):
+            raise ValueError(f"data.image_size {list(self.data.image_size)} is smaller than {self.data.dataset}'s "
+                             f"{native[0]}x{native[1]} images: padding cannot shrink them (use resize = \"bilinear\")")
+        if self.model.input_shape != self.data.image_shape:
+            raise ValueError(f"model.input_shape {list(self.model.input_shape)} does not match the images of "
+                             f"data.dataset = {self.data.dataset!r} with data.image_size = "
+                             f"{list(self.data.image_size)}, which are {list(self.data.image_shape)}")
+
+    def replace(self, **sections):
+        """A copy with some fields changed: ``config.replace(training={"epochs": 3})``."""
+        changes = {}
+        for key, value in sections.items():
+            current = getattr(self, key)
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                unknown = sorted(set(value) - {f.name for f in dataclasses.fields(current)})
+                if unknown:
+                    raise ValueError(f"unknown {key} config key(s): {', '.join(key + '.' + k for k in unknown)}")
+                value = dataclasses.replace(current, **value)
+            changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return {"name": self.name, "description": self.description, "model": self.model.to_dict(),
+                "data": self.data.to_dict(), "training": self.training.to_dict()}
 
     @classmethod
     def from_dict(cls, data):
         if isinstance(data, cls):
             return data
         if not isinstance(data, dict):
-            raise ValueError(f"a model config is a table/dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+            raise ValueError(f"a config is a table/dict, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"name", "description", "model", "data", "training"})
         if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join('model.' + k for k in unknown)}")
+            raise ValueError(f"unknown config key(s) or table(s): {', '.join(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path):
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as err:
+            raise ValueError(f"cannot read config {path}: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"config {path} is not valid TOML: {err}") from None
+        data.setdefault("name", path.stem)
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"config {path}: {err}") from None
+
+    def with_overrides(self, epochs=None, data_dir=None):
+        """The command line's ``--epochs`` and ``--data-dir`` applied."""
+        config = self
+        if epochs is not None:
+            config = config.replace(training={"epochs": epochs})
+        if data_dir is not None:
+            config = config.replace(data={"data_dir": str(data_dir)})
+        return config
+
+    def to_toml(self):
+        return dump_toml(self.to_dict())
+
+    def sha256(self):
+        """Hash of the model, data and training sections (not name/description): identifies a recipe."""
+        payload = {k: v for k, v in self.to_dict().items() if k in ("model", "data", "training")}
+        payload["data"] = {k: v for k, v in payload["data"].items() if k not in ("data_dir", "source")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def zoo_configs_dir():
+    """The folder of zoo entries: ``zoo_configs/`` of a source checkout, or the installed copy."""
+    source = Path(__file__).resolve().parent.parent / "zoo_configs"
+    if source.is_dir():
+        return source
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("capszoo.zoo_configs")))
+
+
+def zoo_names():
+    return sorted(p.stem for p in zoo_configs_dir().glob("*.toml"))
+
+
+def load_config(name_or_path):
+    """A :class:`Config` from a ``.toml`` path or the name of a zoo entry (``zoo_configs/NAME.toml``)."""
+    if isinstance(name_or_path, Config):
+        return name_or_path
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix == ".toml" or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"config file {text} does not exist")
+        return Config.from_toml(path)
+    entry = zoo_configs_dir() / f"{text}.toml"
+    if entry.is_file():
+        return Config.from_toml(entry)
+    import difflib
+
+    names = zoo_names()
+    close = difflib.get_close_matches(text, names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
+    raise ValueError(f"unknown model or config {text!r} (not a .toml file nor a zoo entry){hint}")
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise ValueError(f"cannot write {value!r} as TOML")
+
+
+def dump_toml(data):
+    """TOML for a dict of scalars and one level of tables (what :class:`Config` holds)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for key, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"

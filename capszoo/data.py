@@ -1,0 +1,289 @@
+"""Datasets and ``tf.data`` pipelines with the adaptive-routing paper's preprocessing.
+
+Sources, in the order ``source = "auto"`` tries them:
+
+1. an **offline folder** of ``.npz`` files, from ``data.data_dir`` / ``--data-dir`` or the
+   ``CAPSZOO_DATA_DIR`` environment variable. A file holds ``x_train``, ``y_train``, ``x_test``,
+   ``y_test`` (uint8 images, integer labels), or the JPEG-bytes layout ``x_train_jpeg`` +
+   ``x_train_offsets`` (and the same for test) in which a lossy CIFAR-10 is distributed. When a
+   folder is named and lacks the dataset, that is an error at once: nothing is downloaded.
+2. **tensorflow-datasets** (``tfds.load``), the default users get; it downloads on first use.
+
+``digits`` is scikit-learn's bundled 8x8 digits (1,797 images) and needs neither.
+
+This module is TensorFlow-specific on purpose: data loading is where TF belongs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from capszoo.config import DATASET_SHAPES, Config, DataConfig
+
+ENV_DATA_DIR = "CAPSZOO_DATA_DIR"
+
+# Offline file names tried for each dataset, in order.
+NPZ_FILES = {
+    "mnist": ("mnist.npz",),
+    "fashion_mnist": ("fashion_mnist.npz",),
+    "cifar10": ("cifar10.npz", "cifar10_jpeg_lossy.npz"),
+    "svhn_cropped": ("svhn_cropped.npz", "svhn.npz"),
+}
+
+CLASS_NAMES = {
+    "digits": tuple(str(k) for k in range(10)),
+    "mnist": tuple(str(k) for k in range(10)),
+    "svhn_cropped": tuple(str(k) for k in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+DIGITS_TEST_FRACTION = 0.2
+
+
+class DataUnavailableError(ValueError):
+    """The dataset could not be found or read; the message says where we looked and what to do."""
+
+
+@dataclasses.dataclass
+class Arrays:
+    """A dataset in memory: uint8 images ``(n, H, W, C)`` and int labels, with its provenance."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: dict
+
+
+def sha256_file(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def offline_dir(data_config: DataConfig):
+    """The offline folder in force and where that setting came from, or ``(None, None)``."""
+    if data_config.data_dir:
+        return Path(data_config.data_dir).expanduser(), "data.data_dir / --data-dir"
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR]).expanduser(), f"${ENV_DATA_DIR}"
+    return None, None
+
+
+def load_arrays(data_config: DataConfig) -> Arrays:
+    """Load the configured dataset into memory (before subsets, splits and preprocessing)."""
+    name = data_config.dataset
+    if name == "digits":
+        arrays = _load_digits()
+    else:
+        folder, origin = offline_dir(data_config)
+        if data_config.source == "npz" or (data_config.source == "auto" and folder is not None):
+            if folder is None:
+                raise DataUnavailableError(
+                    f"dataset {name!r}: data.source is 'npz' but no offline folder is set; pass --data-dir DIR "
+                    f"or set {ENV_DATA_DIR}")
+            arrays = _load_npz(name, folder, origin)
+        else:
+            arrays = _load_tfds(name)
+    _check_arrays(name, arrays)
+    return arrays
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(labels))  # fixed: the split never changes
+    n_test = int(round(DIGITS_TEST_FRACTION * len(labels)))
+    test, train = order[:n_test], order[n_test:]
+    source = {"kind": "sklearn", "name": "sklearn.datasets.load_digits",
+              "note": f"deterministic split: {len(train)} train / {len(test)} test (permutation seed 0)"}
+    return Arrays(images[train], labels[train], images[test], labels[test], source)
+
+
+def _load_npz(name, folder, origin):
+    candidates = [folder / f for f in NPZ_FILES[name]]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise DataUnavailableError(
+            f"dataset {name!r} is not in the offline folder {folder} (set by {origin}): looked for "
+            f"{', '.join(p.name for p in candidates)}. Put an .npz with x_train, y_train, x_test, y_test (uint8) "
+            f"there, or unset the folder to use tensorflow-datasets (needs network on first use).")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            if {"x_train_jpeg", "x_train_offsets", "x_test_jpeg", "x_test_offsets"} <= keys:
+                x_train = decode_jpeg_array(data["x_train_jpeg"], data["x_train_offsets"])
+                x_test = decode_jpeg_array(data["x_test_jpeg"], data["x_test_offsets"])
+                layout = "jpeg"
+            elif {"x_train", "x_test"} <= keys:
+                x_train, x_test = data["x_train"], data["x_test"]
+                layout = "arrays"
+            else:
+                raise DataUnavailableError(
+                    f"{path} has keys {sorted(keys)}; expected x_train, y_train, x_test, y_test "
+                    f"(or x_train_jpeg/x_train_offsets and x_test_jpeg/x_test_offsets)")
+            y_train, y_test = data["y_train"], data["y_test"]
+    except DataUnavailableError:
+        raise
+    except Exception as err:  # zip/npz/JPEG corruption: one clear message, not a deep trace
+        raise DataUnavailableError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+    if x_train.ndim == 3:
+        x_train, x_test = x_train[..., None], x_test[..., None]
+    source = {"kind": "npz", "path": str(path), "sha256": sha256_file(path), "layout": layout}
+    if layout == "jpeg":
+        source["note"] = "JPEG re-encoding (lossy): not the original pixels"
+    return Arrays(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), source)
+
+
+def decode_jpeg_array(buffer, offsets):
+    """Concatenated JPEG byte streams + offsets -> ``(n, H, W, 3)`` uint8, decoded with Pillow."""
+    from PIL import Image
+
+    buffer = np.asarray(buffer, dtype=np.uint8)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(buffer) \
+            or np.any(np.diff(offsets) <= 0):
+        raise ValueError("JPEG offsets must start at 0, increase, and end at the buffer's length")
+    return np.stack([
+        np.asarray(Image.open(io.BytesIO(buffer[a:b].tobytes())).convert("RGB"))
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ])
+
+
+def _load_tfds(name):
+    import tensorflow_datasets as tfds
+
+    try:
+        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(
+            tfds.load(name, split=["train", "test"], as_supervised=True, batch_size=-1))
+        version = str(tfds.builder(name).version)
+    except Exception as err:  # offline ConnectionError after retries, missing deps, ...
+        reason = str(err).splitlines()[0][:300] if str(err) else ""
+        raise DataUnavailableError(
+            f"dataset {name!r} could not be loaded with tensorflow-datasets ({type(err).__name__}: {reason}). "
+            f"Without network, point --data-dir or {ENV_DATA_DIR} at a folder holding "
+            f"{' or '.join(NPZ_FILES[name])}.") from None
+    return Arrays(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64),
+                  {"kind": "tfds", "name": name, "version": version})
+
+
+def _check_arrays(name, arrays):
+    expected = DATASET_SHAPES[name]
+    where = arrays.source.get("path", arrays.source.get("name", name))
+    for split in ("train", "test"):
+        x, y = getattr(arrays, f"x_{split}"), getattr(arrays, f"y_{split}")
+        if x.dtype != np.uint8:
+            raise DataUnavailableError(f"{where}: x_{split} must be uint8 images 0-255, got {x.dtype}")
+        if x.shape[1:] != expected:
+            raise DataUnavailableError(f"{where}: x_{split} images are {x.shape[1:]}, {name} has {expected}")
+        if y.shape != (len(x),):
+            raise DataUnavailableError(f"{where}: y_{split} has shape {y.shape}, expected ({len(x)},)")
+        if len(y) and (y.min() < 0 or y.max() >= len(CLASS_NAMES[name])):
+            raise DataUnavailableError(f"{where}: y_{split} labels must be 0..{len(CLASS_NAMES[name]) - 1}")
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train / validation / test arrays after subsetting and the deterministic validation split."""
+
+    train: tuple
+    validation: tuple | None
+    test: tuple
+    source: dict
+
+
+def split_arrays(arrays: Arrays, data_config: DataConfig) -> Splits:
+    x_train, y_train = arrays.x_train, arrays.y_train
+    x_test, y_test = arrays.x_test, arrays.y_test
+    if data_config.train_subset:
+        x_train, y_train = x_train[:data_config.train_subset], y_train[:data_config.train_subset]
+    if data_config.test_subset:
+        x_test, y_test = x_test[:data_config.test_subset], y_test[:data_config.test_subset]
+    validation = None
+    n_val = int(round(data_config.validation_fraction * len(x_train)))
+    if n_val:
+        order = np.random.default_rng(data_config.seed).permutation(len(x_train))
+        val, keep = np.sort(order[:n_val]), np.sort(order[n_val:])
+        validation = (x_train[val], y_train[val])
+        x_train, y_train = x_train[keep], y_train[keep]
+    return Splits((x_train, y_train), validation, (x_test, y_test), arrays.source)
+
+
+# ---- preprocessing (pure functions of a batch) ----
+
+def scale_and_resize(images, data_config: DataConfig):
+    """uint8 ``(batch, H, W, C)`` -> float32 in [0, 1] at ``data_config.image_shape``."""
+    import tensorflow as tf
+
+    x = tf.cast(images, tf.float32) / 255.0
+    height, width, _ = data_config.image_shape
+    if tuple(x.shape[1:3]) != (height, width):
+        if data_config.resize == "pad":
+            x = tf.image.resize_with_crop_or_pad(x, height, width)
+        else:
+            x = tf.clip_by_value(tf.image.resize(x, (height, width), method="bilinear"), 0.0, 1.0)
+    return x
+
+
+def random_shift(images, max_shift, seed):
+    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift], zero padded.
+
+    ``seed`` is a shape-(2,) int tensor: the same seed gives the same shifts (stateless RNG).
+    """
+    import tensorflow as tf
+
+    if max_shift == 0:
+        return images
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]])
+    batch = tf.shape(images)[0]
+    offsets = tf.random.stateless_uniform((batch, 2), seed=seed, minval=0, maxval=2 * max_shift + 1, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[None, :]
+    cols = offsets[:, 1:] + tf.range(width)[None, :]
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+
+
+def make_dataset(x, y, config: Config, training: bool, batch_size=None):
+    """A batched, prefetched ``tf.data.Dataset`` of one split, deterministic under ``data.seed``.
+
+    Training datasets are shuffled every epoch and shifted by up to ``data.shift_pixels``;
+    evaluation datasets are neither. Elements are ``(images, labels)``; for a model with a
+    decoder, ``({"images", "labels"}, {"class_scores": labels, "reconstruction": images})``.
+    """
+    import tensorflow as tf
+
+    data = config.data
+    batch_size = batch_size or config.training.batch_size
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if training:
+        ds = ds.shuffle(len(x), seed=data.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training and data.shift_pixels:
+        seeds = tf.data.Dataset.random(seed=data.seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, seed: (random_shift(scale_and_resize(batch[0], data), data.shift_pixels, seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(lambda images, labels: (scale_and_resize(images, data), labels),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if config.model.decoder:
+        ds = ds.map(lambda images, labels: ({"images": images, "labels": labels},
+                                            {"class_scores": labels, "reconstruction": images}))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_splits(config: Config) -> Splits:
+    return split_arrays(load_arrays(config.data), config.data)

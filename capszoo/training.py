@@ -1,0 +1,286 @@
+"""Training and evaluation with the papers' recipe, shared by the Python API and the CLI.
+
+A run folder holds::
+
+    config.toml            the exact config trained (with command-line overrides applied)
+    history.csv            one row per epoch (appended to on resume)
+    checkpoints/           epoch-NNNN.keras: model + optimizer after epoch NNNN (latest only)
+    model.weights.h5       final weights
+    metrics.json           test accuracy and loss, epochs, wall time, throughput, backend,
+                           hardware, versions, dataset source (and its sha256 if offline)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from capszoo.config import Config, load_config
+from capszoo.data import load_splits, make_dataset
+from capszoo.models import CapsNet
+from capszoo.ops import MarginLoss
+
+CHECKPOINT_PATTERN = re.compile(r"epoch-(\d{4,})\.keras$")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must act on (diverged loss, bad run folder)."""
+
+
+@keras.saving.register_keras_serializable(package="capszoo")
+class ReconstructionLoss(keras.losses.Loss):
+    """Sum of squared pixel errors per image (Sabour et al. weight it by 0.0005)."""
+
+    def __init__(self, name="reconstruction_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        error = keras.ops.square(keras.ops.cast(y_true, y_pred.dtype) - y_pred)
+        return keras.ops.sum(keras.ops.reshape(error, (keras.ops.shape(error)[0], -1)), axis=-1)
+
+
+def compile_model(model, config: Config):
+    t = config.training
+    margin = MarginLoss(t.m_plus, t.m_minus, t.down_weight)
+    optimizer = keras.optimizers.Adam(t.learning_rate)
+    if config.model.decoder:
+        model.compile(optimizer=optimizer,
+                      loss={"class_scores": margin, "reconstruction": ReconstructionLoss()},
+                      loss_weights={"class_scores": 1.0, "reconstruction": t.reconstruction_weight},
+                      metrics={"class_scores": ["sparse_categorical_accuracy"]})
+    else:
+        model.compile(optimizer=optimizer, loss=margin, metrics=["sparse_categorical_accuracy"])
+    return model
+
+
+def build_model(config: Config, compile=True):
+    model = CapsNet(config.model, name=re.sub(r"\W", "_", config.name) or "capsnet")
+    return compile_model(model, config) if compile else model
+
+
+def learning_rate(config: Config, epoch):
+    """Adam's learning rate in (0-based) ``epoch``: ``lr * lr_decay ** epoch``."""
+    return config.training.learning_rate * config.training.lr_decay ** epoch
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """After every epoch, save model + optimizer as ``epoch-NNNN.keras``, atomically.
+
+    The file is written under a temporary name and renamed, so a kill at any moment leaves
+    either the previous checkpoint or the new one complete; older checkpoints are then removed.
+    """
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"epoch-{epoch + 1:04d}.keras"
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".partial-", suffix=".keras")
+        os.close(fd)
+        try:
+            self.model.save(tmp)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        for old in self.folder.glob("epoch-*.keras"):
+            if old != final:
+                old.unlink()
+
+
+def latest_checkpoint(folder):
+    """``(epochs_done, path)`` of the newest complete checkpoint in ``folder``, or ``(0, None)``."""
+    best = (0, None)
+    for path in Path(folder).glob("epoch-*.keras"):
+        match = CHECKPOINT_PATTERN.search(path.name)
+        if match and int(match.group(1)) > best[0]:
+            best = (int(match.group(1)), path)
+    return best
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite training loss and remember where it happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.failure = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failure = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+def hardware():
+    """What the run ran on, for metrics and model cards."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    accelerators = []
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        accelerators = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "accelerators": accelerators, "platform": platform.platform()}
+
+
+def versions():
+    info = {"python": platform.python_version(), "keras": keras.__version__, "backend": keras.backend.backend()}
+    try:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def distribution_strategy(distribute):
+    """A ``tf.distribute`` strategy by name (TensorFlow backend only), or ``None``."""
+    if distribute in (None, "", "none"):
+        return None
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"distribute={distribute!r} uses tf.distribute and needs KERAS_BACKEND=tensorflow; on JAX "
+                         "use keras.distribution.DataParallel (see the README)")
+    import tensorflow as tf
+
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if distribute == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
+    raise ValueError(f"distribute must be 'mirrored' or 'multi_worker', got {distribute!r}")
+
+
+def _write_atomic(path, text):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto"):
+    """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate on its test split.
+
+    Args:
+        out_dir: the run folder (default ``runs/NAME``).
+        epochs, data_dir: override ``training.epochs`` / ``data.data_dir``.
+        resume: continue from the newest checkpoint in ``out_dir``; without it a folder that
+            already holds checkpoints is refused.
+        distribute: ``None``, ``"mirrored"`` (all local devices) or ``"multi_worker"``
+            (``TF_CONFIG``), TensorFlow backend.
+
+    Returns ``(model, metrics)``; ``metrics`` is also written to ``out_dir/metrics.json``.
+    """
+    config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir)
+    run = Path(out_dir or Path("runs") / config.name)
+    checkpoints = run / "checkpoints"
+    done, checkpoint = latest_checkpoint(checkpoints)
+    if checkpoint is not None and not resume:
+        raise TrainingError(f"run folder {run} already holds a checkpoint after epoch {done}: pass --resume "
+                            "(resume=True) to continue it, or choose another --out")
+    if resume and checkpoint is not None and (run / "config.toml").is_file():
+        previous = Config.from_toml(run / "config.toml")
+        if previous.model != config.model:
+            raise TrainingError(f"cannot resume {run}: its checkpoint is of another model configuration")
+    splits = load_splits(config)  # fails early, with a clear message, if the data is missing
+    run.mkdir(parents=True, exist_ok=True)
+    _write_atomic(run / "config.toml", config.to_toml())
+
+    keras.utils.set_random_seed(config.training.seed)
+    strategy = distribution_strategy(distribute)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        if checkpoint is not None:
+            model = keras.saving.load_model(checkpoint)
+        else:
+            model = build_model(config)
+    train_ds = make_dataset(*splits.train, config, training=True)
+    val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
+    guard = NanGuard()
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate(config, epoch)),
+        guard,
+        keras.callbacks.CSVLogger(str(run / "history.csv"), append=checkpoint is not None),
+        AtomicCheckpoint(checkpoints),
+    ]
+    start = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=config.training.epochs, initial_epoch=done,
+              callbacks=callbacks, verbose=verbose)
+    wall = time.perf_counter() - start
+    if guard.failure:
+        epoch, batch, loss = guard.failure
+        raise TrainingError(f"training loss became {loss} at epoch {epoch}, batch {batch}: stopped. Lower "
+                            "training.learning_rate, or check the data for NaN/inf values")
+    epochs_run = config.training.epochs - done
+    model.save_weights(run / "model.weights.h5")
+    test = evaluate(model, config, splits=splits)
+    metrics = {
+        "name": config.name,
+        "config_sha256": config.sha256(),
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_examples": test["examples"],
+        "epochs": config.training.epochs,
+        "epochs_this_run": epochs_run,
+        "resumed_from_epoch": done,
+        "train_examples": int(len(splits.train[1])),
+        "wall_time_s": round(wall, 1),
+        "images_per_s": round(epochs_run * len(splits.train[1]) / wall, 1) if epochs_run and wall > 0 else None,
+        "dataset": {"name": config.data.dataset, **splits.source},
+        "hardware": hardware(),
+        "versions": versions(),
+        "distribute": distribute or None,
+    }
+    _write_atomic(run / "metrics.json", json.dumps(metrics, indent=2))
+    return model, metrics
+
+
+def evaluate(model, config, data_dir=None, split="test", splits=None):
+    """Accuracy and loss of ``model`` on a split of ``config``'s dataset (``test`` or ``validation``)."""
+    config = load_config(config).with_overrides(data_dir=data_dir)
+    splits = splits or load_splits(config)
+    arrays = {"test": splits.test, "validation": splits.validation}.get(split)
+    if arrays is None:
+        raise ValueError(f"split must be 'test' or 'validation' (with data.validation_fraction > 0), got {split!r}")
+    if not model.compiled:
+        compile_model(model, config)
+    results = model.evaluate(make_dataset(*arrays, config, training=False), verbose=0, return_dict=True)
+    accuracy = next(v for k, v in results.items() if k.endswith("sparse_categorical_accuracy"))
+    return {"accuracy": float(accuracy), "loss": float(results["loss"]), "examples": int(len(arrays[1])),
+            "split": split}
+
+
+def predict_scores(model, images):
+    """Class scores for float images in [0, 1]; rejects NaN/inf and out-of-range values."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}; divide uint8 images by 255")
+    if not np.all(np.isfinite(images)):
+        raise ValueError("images contain NaN or inf values")
+    if images.size and (images.min() < 0 or images.max() > 1):
+        raise ValueError(f"images must be scaled to [0, 1], got values in [{images.min():g}, {images.max():g}]")
+    outputs = model.predict(images.astype("float32"), verbose=0)
+    return np.asarray(outputs["class_scores"] if isinstance(outputs, dict) else outputs)
