@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 import os
 from pathlib import Path
 
@@ -166,9 +167,13 @@ def decode_jpeg_array(buffer, offsets):
 def _load_tfds(name):
     import tensorflow_datasets as tfds
 
+    def to_arrays(ds):
+        batches = list(tfds.as_numpy(ds.batch(4096)))
+        return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
     try:
-        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(
-            tfds.load(name, split=["train", "test"], as_supervised=True, batch_size=-1))
+        train, test = tfds.load(name, split=["train", "test"], as_supervised=True)
+        (x_train, y_train), (x_test, y_test) = to_arrays(train), to_arrays(test)
         version = str(tfds.builder(name).version)
     except Exception as err:  # offline ConnectionError after retries, missing deps, ...
         reason = str(err).splitlines()[0][:300] if str(err) else ""
@@ -256,29 +261,56 @@ def random_shift(images, max_shift, seed):
     return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
 
 
-def make_dataset(x, y, config: Config, training: bool, batch_size=None):
-    """A batched, prefetched ``tf.data.Dataset`` of one split, deterministic under ``data.seed``.
+def steps_per_epoch(examples, batch_size):
+    return max(1, math.ceil(examples / batch_size))
 
-    Training datasets are shuffled every epoch and shifted by up to ``data.shift_pixels``;
-    evaluation datasets are neither. Elements are ``(images, labels)``; for a model with a
-    decoder, ``({"images", "labels"}, {"class_scores": labels, "reconstruction": images})``.
+
+def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_epoch=0):
+    """A batched, prefetched ``tf.data.Dataset`` of one split.
+
+    Evaluation (``training=False``): one pass, in order, no augmentation.
+
+    Training: an endless stream of epochs starting at ``start_epoch``, consumed with
+    ``steps_per_epoch(len(x), batch_size)`` steps per epoch. Epoch ``e`` is shuffled with a seed
+    made of ``(data.seed, e)`` and each of its batches shifted by up to ``data.shift_pixels``
+    with a stateless seed made of ``(data.seed, e, batch)``. The stream is therefore a pure
+    function of the seed: a resumed run sees exactly the batches an uninterrupted run would,
+    and a distributed run the same batches as a single-device one.
+
+    Elements are ``(images, labels)``; for a model with a decoder,
+    ``({"images", "labels"}, {"class_scores": labels, "reconstruction": images})``.
     """
     import tensorflow as tf
 
     data = config.data
     batch_size = batch_size or config.training.batch_size
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if training:
-        ds = ds.shuffle(len(x), seed=data.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if training and data.shift_pixels:
-        seeds = tf.data.Dataset.random(seed=data.seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda batch, seed: (random_shift(scale_and_resize(batch[0], data), data.shift_pixels, seed), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    labels = y.astype(np.int32)
+
+    def scale(images, labels):
+        return scale_and_resize(images, data), labels
+
+    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not training:
+        ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(batch_size).map(scale, **parallel)
     else:
-        ds = ds.map(lambda images, labels: (scale_and_resize(images, data), labels),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        images_t, labels_t = tf.constant(x), tf.constant(labels)
+        n = len(x)
+
+        def one_epoch(epoch):
+            # A stateless permutation: the order depends on (data.seed, epoch) and nothing else.
+            epoch_seed = tf.stack([tf.constant(data.seed, tf.int64), epoch])
+            order = tf.argsort(tf.random.stateless_uniform((n,), seed=epoch_seed))
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+
+            def load(step, index):
+                images = scale_and_resize(tf.gather(images_t, index), data)
+                if data.shift_pixels:
+                    images = random_shift(images, data.shift_pixels, tf.stack([epoch * 1_000_003 + data.seed, step]))
+                return images, tf.gather(labels_t, index)
+
+            return batches.map(load, **parallel)
+
+        ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(one_epoch)
     if config.model.decoder:
         ds = ds.map(lambda images, labels: ({"images": images, "labels": labels},
                                             {"class_scores": labels, "reconstruction": images}))

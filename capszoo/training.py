@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from capszoo.config import Config, load_config
-from capszoo.data import load_splits, make_dataset
+from capszoo.data import load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet
 from capszoo.ops import MarginLoss
 
@@ -176,6 +176,16 @@ def distribution_strategy(distribute):
     raise ValueError(f"distribute must be 'mirrored' or 'multi_worker', got {distribute!r}")
 
 
+def _truncate_history(path, epochs_done):
+    """Keep the history rows of the epochs a resumed run will not redo."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit()
+                        and int(line.split(",", 1)[0]) < epochs_done]
+    _write_atomic(path, "".join(kept))
+
+
 def _write_atomic(path, text):
     tmp = Path(f"{path}.tmp")
     tmp.write_text(text)
@@ -217,7 +227,8 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
             model = keras.saving.load_model(checkpoint)
         else:
             model = build_model(config)
-    train_ds = make_dataset(*splits.train, config, training=True)
+    _truncate_history(run / "history.csv", done)
+    train_ds = make_dataset(*splits.train, config, training=True, start_epoch=done)
     val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
     guard = NanGuard()
     callbacks = [
@@ -228,6 +239,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     ]
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config.training.epochs, initial_epoch=done,
+              steps_per_epoch=steps_per_epoch(len(splits.train[1]), config.training.batch_size),
               callbacks=callbacks, verbose=verbose)
     wall = time.perf_counter() - start
     if guard.failure:

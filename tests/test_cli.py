@@ -30,3 +30,54 @@ def test_help_and_unknown_routing_via_the_module_entry_point():
     run = subprocess.run([sys.executable, "-m", "capszoo", "demo", "--routing", "nope"], capture_output=True,
                          text=True)
     assert run.returncode == 2 and "invalid choice: 'nope'" in run.stderr
+
+
+def test_train_eval_predict_round_trip(tiny_config_path, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config_path), "--out", str(run), "--epochs", "1", "--verbose", "0"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["epochs"] == 1 and 0 <= trained["test_accuracy"] <= 1
+    assert main(["eval", str(run)]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["accuracy"] == trained["test_accuracy"] and evaluated["examples"] == 359
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(image)
+    assert main(["predict", str(run), str(image)]) == 0
+    path, class_id, name, score = capsys.readouterr().out.strip().split("\t")
+    assert path == str(image) and name == class_id and 0 <= float(score) < 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "ara-mnst"], "unknown model or config 'ara-mnst'.*did you mean ara-mnist"),
+    (["train", "ara-mnist", "--data-dir", "/nonexistent"], "not in the offline folder /nonexistent"),
+    (["train", "ara-mnist", "--epochs", "0"], "training.epochs must be an integer >= 1"),
+    (["eval", "ara-digits"], "pass --weights FILE"),
+    (["eval", "ara-digits", "--weights", "/nonexistent.weights.h5"], "does not exist"),
+])
+def test_cli_errors_are_one_line_and_exit_2(capsys, args, message):
+    import re
+
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_predict_rejects_unreadable_images_and_mismatched_weights(tiny_config_path, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config_path), "--out", str(run), "--epochs", "1", "--verbose", "0"]) == 0
+    capsys.readouterr()
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    assert main(["predict", str(run), str(not_image)]) == 2
+    assert "is not a readable PNG/JPEG image" in capsys.readouterr().err
+    assert main(["eval", "ara-digits", "--weights", str(run / "model.weights.h5")]) == 2
+    assert "cannot load weights" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.weights.h5"
+    corrupt.write_bytes((run / "model.weights.h5").read_bytes()[:500])
+    assert main(["eval", str(run), "--weights", str(corrupt)]) == 2
+    assert "cannot load weights" in capsys.readouterr().err

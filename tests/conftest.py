@@ -1,0 +1,39 @@
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TINY_DIGITS_TOML = """
+description = "tiny test model on digits"
+
+[model]
+input_shape = [12, 12, 1]
+conv_filters = 8
+conv_kernel_size = 3
+primary_types = 4
+primary_dim = 4
+primary_kernel_size = 3
+capsules = [10]
+capsule_dims = [4]
+routing = "adaptive_lambda"
+lam = 3.0
+
+[data]
+dataset = "digits"
+image_size = [12, 12]
+resize = "bilinear"
+validation_fraction = 0.1
+
+[training]
+epochs = 2
+batch_size = 32
+learning_rate = 0.003
+"""
+
+
+@pytest.fixture
+def tiny_config_path(tmp_path):
+    path = tmp_path / "tiny-digits.toml"
+    path.write_text(TINY_DIGITS_TOML)
+    return path

@@ -1,0 +1,67 @@
+import pytest
+
+from capszoo.config import Config, load_config, tomllib, zoo_names
+
+
+def test_every_zoo_config_loads_and_round_trips():
+    names = zoo_names()
+    assert {"ara-digits", "dra-digits", "ara-mnist", "dra-mnist"} <= set(names)
+    for name in names:
+        config = load_config(name)
+        assert config.name == name and config.description
+        assert Config.from_dict(tomllib.loads(config.to_toml())) == config
+
+
+def test_zoo_routings():
+    assert load_config("ara-mnist").model.routing == "adaptive_lambda" and load_config("ara-mnist").model.lam == 3.0
+    assert load_config("dra-mnist").model.routing == "dynamic" and load_config("dra-mnist").model.iterations == 3
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"model": {"lambda": 3}}, "unknown model config key.*model.lambda"),
+    ({"data": {"datset": "mnist"}}, "unknown data config key.*data.datset"),
+    ({"training": {"epoch": 3}}, "unknown training config key.*training.epoch"),
+    ({"optimizer": {}}, "unknown config key.*optimizer"),
+    ({"training": {"epochs": 0}}, "training.epochs must be an integer >= 1"),
+    ({"training": {"learning_rate": -1e-3}}, "training.learning_rate must be > 0"),
+    ({"training": {"lr_decay": 1.5}}, "training.lr_decay must be <= 1"),
+    ({"data": {"dataset": "imagenet"}}, "data.dataset must be one of"),
+    ({"data": {"validation_fraction": 0.9}}, "data.validation_fraction must be <= 0.5"),
+    ({"data": {"source": "web"}}, "data.source must be one of"),
+    ({"model": {"routing": "adaptive_lambda", "lam": 0}}, "λ"),
+    ({"data": {"dataset": "cifar10"}}, r"model.input_shape \[28, 28, 1\] does not match.*\[32, 32, 3\]"),
+    ({"data": {"dataset": "mnist", "image_size": [20, 20]}}, "padding cannot shrink"),
+])
+def test_invalid_configs_name_the_key(data, message):
+    with pytest.raises(ValueError, match=message):
+        Config.from_dict(data)
+
+
+def test_toml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nrouting = 1")
+    with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[training]\nepochs = 'ten'\n")
+    with pytest.raises(ValueError, match="wrong.toml: training.epochs must be an integer"):
+        load_config(wrong)
+    assert load_config(wrong.with_name("ok.toml").write_text("") or wrong.with_name("ok.toml")).name == "ok"
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(ValueError, match="did you mean ara-mnist"):
+        load_config("ara-mnst")
+
+
+def test_hash_identifies_the_recipe_not_the_location():
+    config = load_config("ara-mnist")
+    assert config.sha256() == config.replace(data={"data_dir": "/elsewhere"}, name="other").sha256()
+    assert config.sha256() != config.replace(training={"epochs": 11}).sha256()
+
+
+def test_overrides():
+    config = load_config("ara-digits").with_overrides(epochs=1, data_dir="/x")
+    assert config.training.epochs == 1 and config.data.data_dir == "/x"
+    with pytest.raises(ValueError, match="training.epochs"):
+        load_config("ara-digits").with_overrides(epochs=0)

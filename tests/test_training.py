@@ -1,0 +1,126 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capszoo.config import load_config
+from capszoo.runs import load_trained
+from capszoo.training import TrainingError, evaluate, learning_rate, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def history(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_a_complete_run_folder(tiny_config_path, tmp_path):
+    run = tmp_path / "run"
+    model, metrics = train(tiny_config_path, out_dir=run, verbose=0)
+    assert {p.name for p in run.iterdir()} >= {"config.toml", "history.csv", "checkpoints", "model.weights.h5",
+                                               "metrics.json"}
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert metrics["epochs"] == 2 and metrics["resumed_from_epoch"] == 0
+    assert metrics["test_examples"] == 359 and 0.3 < metrics["test_accuracy"] <= 1.0  # chance is 0.1
+    assert metrics["dataset"]["kind"] == "sklearn" and metrics["versions"]["backend"]
+    assert metrics["hardware"]["cpu_count"] >= 1 and metrics["images_per_s"] > 0
+    rows = history(run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    config = load_config(run / "config.toml")
+    for row in rows:  # learning rate x 0.95 per epoch
+        assert float(row["learning_rate"]) == pytest.approx(learning_rate(config, int(row["epoch"])), rel=1e-6)
+    assert learning_rate(config, 2) == pytest.approx(0.003 * 0.95**2)
+    # The saved weights reproduce the reported test accuracy, evaluated independently.
+    loaded, _ = load_trained(run)
+    assert evaluate(loaded, config)["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    x = np.stack([np.zeros((12, 12, 1), np.float32)])
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_existing_checkpoints_need_resume(tiny_config_path, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config_path, out_dir=run, epochs=1, verbose=0)
+    with pytest.raises(TrainingError, match="already holds a checkpoint after epoch 1: pass --resume"):
+        train(tiny_config_path, out_dir=run, epochs=2, verbose=0)
+    _, metrics = train(tiny_config_path, out_dir=run, epochs=2, resume=True, verbose=0)
+    assert metrics["resumed_from_epoch"] == 1 and metrics["epochs_this_run"] == 1
+    assert [int(r["epoch"]) for r in history(run)] == [0, 1]
+
+
+def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_config_path, tmp_path):
+    run = tmp_path / "run"
+    checkpoints = run / "checkpoints"
+    cmd = [sys.executable, "-m", "capszoo", "train", str(tiny_config_path), "--out", str(run), "--epochs", "8",
+           "--verbose", "0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("epoch-0002.keras")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(checkpoints.glob("epoch-*.keras"))
+    assert len(done) == 1 and not list(run.glob("metrics.json"))
+    completed = int(done[0].stem.split("-")[1])
+    assert completed >= 2
+    _, metrics = train(tiny_config_path, out_dir=run, epochs=8, resume=True, verbose=0)
+    assert metrics["resumed_from_epoch"] == completed  # only the epoch in progress was lost
+    assert [int(r["epoch"]) for r in history(run)] == list(range(8))
+    assert metrics["test_accuracy"] > 0.5
+
+
+def test_diverging_loss_stops_with_a_clear_error(tiny_config_path, tmp_path):
+    config = load_config(tiny_config_path).replace(training={"learning_rate": 1e30})
+    with pytest.raises(TrainingError, match=r"training loss became (nan|inf) at epoch 1, batch \d+: stopped"):
+        train(config, out_dir=tmp_path / "run", verbose=0)
+
+
+def test_missing_data_fails_before_anything_is_written(tmp_path):
+    config = load_config("ara-mnist").with_overrides(data_dir=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="not in the offline folder"):
+        train(config, out_dir=tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_model(tiny_config_path, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config_path, out_dir=run, epochs=1, verbose=0)
+    other = load_config(tiny_config_path).replace(model={"lam": 2.0})
+    with pytest.raises(TrainingError, match="another model configuration"):
+        train(other, out_dir=run, epochs=2, resume=True, verbose=0)
+
+
+MIRRORED_SCRIPT = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import json, numpy as np
+from capszoo.config import load_config
+from capszoo.training import train
+config = load_config(sys.argv[1]).replace(data={"train_subset": 256, "validation_fraction": 0.0},
+                                          training={"epochs": 1, "batch_size": 32})
+single, _ = train(config, out_dir=sys.argv[2] + "/single", verbose=0)
+mirrored, metrics = train(config, out_dir=sys.argv[2] + "/mirrored", distribute="mirrored", verbose=0)
+diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), mirrored.get_weights()))
+scale = max(float(np.abs(a).max()) for a in single.get_weights())
+print(json.dumps({"devices": len(tf.config.list_logical_devices("CPU")), "diff": diff, "scale": scale,
+                  "distribute": metrics["distribute"]}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(tiny_config_path, tmp_path):
+    run = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tiny_config_path), str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2 and result["distribute"] == "mirrored"
+    assert result["diff"] < 1e-4 * max(1.0, result["scale"]), result
