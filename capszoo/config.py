@@ -400,12 +400,9 @@ class Config:
 
 def zoo_configs_dir():
     """The folder of zoo entries: ``zoo_configs/`` of a source checkout, or the installed copy."""
-    source = Path(__file__).resolve().parent.parent / "zoo_configs"
-    if source.is_dir():
-        return source
-    import importlib.resources
-
-    return Path(str(importlib.resources.files("capszoo.zoo_configs")))
+    package = Path(__file__).resolve().parent
+    source = package.parent / "zoo_configs"
+    return source if source.is_dir() else package / "zoo_configs"  # the wheel installs them there
 
 
 def zoo_names():

@@ -6,11 +6,13 @@ Not a test: a measurement. For every input shape it
    the model and runs two training steps) in a subprocess that is killed when it exceeds
    ``--memory-cap-gib``; a configuration that does not fit is retried at half the batch until
    one fits, and reported with the largest batch that fits;
-2. times all configurations that fit in ONE process, in interleaved rounds (round k times every
-   configuration once before round k+1 starts), so that the machine's drift hits all of them
-   alike, and reports each configuration's step time as a ratio to the backbone floor of the
-   same round (median over rounds). The floor is the same network with the capsule layers
-   removed: conv -> primary capsules -> flatten -> dense head.
+2. times the configurations that fit in ONE process, in interleaved rounds (round k times every
+   configuration of a group once before round k+1 starts), so that the machine's drift hits all
+   of them alike, and reports each configuration's step time per image as a ratio to the
+   backbone floor of the same round (median over rounds). The floor is the same network with
+   the capsule layers removed: conv -> primary capsules -> flatten -> dense head. Light
+   configurations share one group; each one whose peak exceeds ``--group-gib`` is timed in a
+   group of its own with the floor, so that the process never holds them all at once.
 
     python tools/bench.py                       # paper widths, batch 128, 28x28x1 and 32x32x3
     python tools/bench.py --tiny --rounds 1     # smoke run with tiny widths
@@ -147,6 +149,9 @@ def fit_memory(spec, cap_gib):
 # ---- phase 2: interleaved timing in one process ----
 
 def time_configurations(entries, shape, rounds, steps, tiny):
+    """Interleaved timing of ``entries`` (the floor first); fills in step_s, images_per_s, ratio_to_floor."""
+    import gc
+
     import keras
 
     built = []
@@ -173,6 +178,17 @@ def time_configurations(entries, shape, rounds, steps, tiny):
         entry["step_s"] = statistics.median(times)
         entry["images_per_s"] = entry["batch"] / entry["step_s"]
         entry["ratio_to_floor"] = statistics.median(a / b for a, b in zip(per_image, floor_per_image, strict=True))
+    del built
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def timing_groups(rows, group_gib):
+    """The floor with all light configurations, then the floor with each heavy one alone."""
+    floor, rest = rows[0], rows[1:]
+    light = [r for r in rest if r["peak_gib"] <= group_gib]
+    heavy = [r for r in rest if r["peak_gib"] > group_gib]
+    return [[floor, *light]] + [[dict(floor), r] for r in heavy]
 
 
 def main(argv=None):
@@ -184,6 +200,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration per round")
     parser.add_argument("--memory-cap-gib", type=float, default=16.0)
+    parser.add_argument("--group-gib", type=float, default=4.0,
+                        help="configurations with a larger peak are timed in their own group")
     parser.add_argument("--tiny", action="store_true", help="tiny widths (smoke test)")
     parser.add_argument("--json", default="bench-results/bench.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -229,13 +247,19 @@ def main(argv=None):
         if not timed or timed[0]["model"] != BACKBONE:
             print("backbone did not fit: no timing", file=sys.stderr)
             continue
-        print(f"== {shape_text}: timing {len(timed)} configurations", file=sys.stderr, flush=True)
-        time_configurations(timed, shape, args.rounds, args.steps, args.tiny)
-
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
+        for group in timing_groups(timed, args.group_gib):
+            names = ", ".join(f"{r['model']} {r['routing']}" for r in group[1:])
+            print(f"== {shape_text}: timing the floor with {names}", file=sys.stderr, flush=True)
+            time_configurations(group, shape, args.rounds, args.steps, args.tiny)
+        save(results, args.json)  # after every shape: a crash later loses nothing measured
+    save(results, args.json)
     print(markdown_table(results))
     print(f"\nJSON: {args.json}")
+
+
+def save(results, path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2))
 
 
 def markdown_table(results):
