@@ -15,7 +15,7 @@ import json
 import math
 import numbers
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 try:
     import tomllib
@@ -71,13 +71,22 @@ def _from_dict(cls, data, section):
     return cls(**data)
 
 
-def _to_dict(obj):
-    data = dataclasses.asdict(obj)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+class _Section:
+    """dict round trip of a config section (tuples become lists, for TOML and JSON)."""
+
+    section = ""
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data):
+        return _from_dict(cls, data, cls.section)
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """A capsule network: conv -> primary capsules -> capsule layers -> class-capsule lengths.
 
     Defaults are the paper's CapsNet2 on 28x28x1 (Sabour et al.; Ren et al.).
@@ -101,6 +110,8 @@ class ModelConfig:
         decoder_units: its hidden widths.
         return_capsules: output a dict with the class capsules, not only the class scores.
     """
+
+    section: ClassVar[str] = "model"
 
     input_shape: tuple[int, int, int] = (28, 28, 1)
     num_classes: int = 10
@@ -186,12 +197,6 @@ class ModelConfig:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self):
-        return _to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return _from_dict(cls, data, "model")
 
 
 # name -> (native height, width, channels): the one table of the datasets' shapes.
@@ -206,7 +211,7 @@ DATASET_NAMES = tuple(DATASET_SHAPES)
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Which data, and the adaptive-routing paper's preprocessing.
 
     Attributes:
@@ -226,6 +231,8 @@ class DataConfig:
         test_subset: likewise for the test split.
         seed: seed of the validation split, the shuffling and the augmentation.
     """
+
+    section: ClassVar[str] = "data"
 
     dataset: str = "mnist"
     source: str = "auto"
@@ -258,16 +265,10 @@ class DataConfig:
         height, width, channels = DATASET_SHAPES[self.dataset]
         return (*(self.image_size or (height, width)), channels)
 
-    def to_dict(self):
-        return _to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return _from_dict(cls, data, "data")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Section):
     """The papers' recipe: Adam 1e-3, learning rate x 0.95 each epoch, batch 128, margin loss.
 
     Attributes:
@@ -277,6 +278,8 @@ class TrainingConfig:
         m_plus, m_minus, down_weight: the margin loss.
         seed: weights initialisation and everything else random in Keras.
     """
+
+    section: ClassVar[str] = "training"
 
     epochs: int = 10
     batch_size: int = 128
@@ -302,12 +305,6 @@ class TrainingConfig:
         if not self.m_minus < self.m_plus:
             raise ValueError(f"training.m_minus ({self.m_minus}) must be below training.m_plus ({self.m_plus})")
 
-    def to_dict(self):
-        return _to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return _from_dict(cls, data, "training")
 
 
 @dataclasses.dataclass(frozen=True)
