@@ -77,6 +77,44 @@ def cmd_predict(args):
     return 0
 
 
+def cmd_export(args):
+    import json
+    from pathlib import Path
+
+    from capszoo import export
+
+    if args.model is None:
+        if not args.models_config:
+            raise ValueError("give a MODEL to export, or --models-config DIR")
+        print(export.write_models_config(args.models_config, base_path=args.base_path))
+        return 0
+    if not args.out:
+        raise ValueError("--out DIR is required to export a model")
+    path = export.export_saved_model(args.model, args.out, version=args.version, name=args.name,
+                                     overwrite=args.overwrite, weights=args.weights)
+    print(path)
+    if args.example_request:
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        height, width, channels = json.loads((path / "assets" / "capszoo.json").read_text())["model_config"][
+            "input_shape"]
+        gray = np.full((height, width, channels), 0.5, np.float32)
+        png = io.BytesIO()
+        Image.fromarray((gray[..., 0] * 255).astype(np.uint8) if channels == 1 else (gray * 255).astype(np.uint8)
+                        ).save(png, format="PNG")
+        for suffix, body in (("", export.example_request(images=[gray])),
+                             ("_b64", export.example_request(image_bytes=[png.getvalue()]))):
+            request = Path(path).parent / f"request{suffix}.json"
+            request.write_text(json.dumps(body))
+            print(request)
+    if args.models_config:
+        print(export.write_models_config(args.models_config, base_path=args.base_path))
+    return 0
+
+
 def build_parser():
     from capszoo.routing import available_routings
 
@@ -120,6 +158,24 @@ def build_parser():
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files")
     predict.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
     predict.set_defaults(func=cmd_predict)
+
+    exporter = commands.add_parser(
+        "export", help="export a SavedModel for TF Serving",
+        description="Write OUT/NAME/VERSION/{saved_model.pb, variables/, assets/} with the signatures "
+                    "serving_default (images) and predict_image_bytes (encoded PNG/JPEG).")
+    exporter.add_argument("model", metavar="MODEL", nargs="?", help=model_help)
+    exporter.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    exporter.add_argument("--out", help="the models folder (TF Serving's model base directory)")
+    exporter.add_argument("--version", type=int, default=1, help="version folder number (default 1)")
+    exporter.add_argument("--name", help="model name (default: the run's config name)")
+    exporter.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    exporter.add_argument("--example-request", action="store_true",
+                          help="also write request.json (instances rows) and request_b64.json beside the versions")
+    exporter.add_argument("--models-config", metavar="DIR",
+                          help="write DIR/models.config (model_config_list) for every model exported under DIR")
+    exporter.add_argument("--base-path", default="/models",
+                          help="where DIR is mounted in the serving container (default /models)")
+    exporter.set_defaults(func=cmd_export)
     return parser
 
 

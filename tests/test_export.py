@@ -1,0 +1,187 @@
+import base64
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from capszoo import CapsNet2, CapsNet4
+from capszoo.cli import main
+from capszoo.export import example_request, export_saved_model, write_models_config
+
+TINY = dict(input_shape=(12, 12, 1), num_classes=3, conv_filters=8, conv_kernel_size=3, primary_types=4,
+            primary_dim=4, primary_kernel_size=3, capsule_dims=4)
+VARIANTS = {
+    "dynamic": lambda: CapsNet2(routing="dynamic", iterations=3, capsules=(3,), **TINY),
+    "adaptive": lambda: CapsNet2(routing="adaptive", iterations=2, capsules=(3,), **TINY),
+    "adaptive_lambda": lambda: CapsNet2(routing="adaptive_lambda", lam=3.0, capsules=(3,), **TINY),
+    "uniform": lambda: CapsNet2(routing="uniform", capsules=(3,), **TINY),
+    "capsnet4": lambda: CapsNet4(routing="adaptive_lambda", lam=2.0, capsules=(6, 5, 3), **TINY),
+}
+
+# A fresh interpreter that imports TensorFlow only. It turns TF Serving REST bodies into tensors
+# the way the REST API specifies for the row format: "instances" is a list of rows, each an object
+# of named inputs; the rows are stacked per input; {"b64": s} is base64-decoded into a byte string.
+SERVE_SCRIPT = r"""
+import base64, json, sys
+import numpy as np
+import tensorflow as tf
+
+def rows_to_tensors(body, dtypes):
+    names = body["instances"][0].keys()
+    def value(v):
+        return base64.b64decode(v["b64"]) if isinstance(v, dict) and set(v) == {"b64"} else v
+    return {n: tf.constant([value(row[n]) for row in body["instances"]], dtype=dtypes[n]) for n in names}
+
+result = {}
+for case in json.loads(sys.stdin.read()):
+    model = tf.saved_model.load(case["path"])
+    out = {}
+    for key, body in case["requests"].items():
+        signature = model.signatures[body["signature_name"]]
+        dtypes = {n: s.dtype for n, s in signature.structured_input_signature[1].items()}
+        outputs = signature(**rows_to_tensors(body, dtypes))
+        out[key] = {k: v.numpy().tolist() for k, v in outputs.items()}
+    result[case["name"]] = out
+result["modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "capszoo")
+print(json.dumps(result))
+"""
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    Image.fromarray((np.asarray(image)[..., 0] * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serving")
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 256, (3, 12, 12, 1)) / 255.0).astype(np.float32)  # exactly representable in PNG
+    models = {}
+    for name, build in VARIANTS.items():
+        model = build()
+        models[name] = (model, export_saved_model(model, base, name=name))
+    return base, models, images
+
+
+def test_layout_and_signatures_per_saved_model_cli(exported):
+    base, models, _ = exported
+    for name, (_, path) in models.items():
+        assert path == base / name / "1"
+        assert {p.name for p in path.iterdir()} >= {"saved_model.pb", "variables", "assets"}
+        show = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",
+                               str(path), "--all"], capture_output=True, text=True, check=True).stdout
+        serving = show[show.index("signature_def['serving_default']"):]
+        by_bytes = show[show.index("signature_def['predict_image_bytes']"):
+                        show.index("signature_def['serving_default']")]
+        assert "inputs['images']" in serving and "DT_FLOAT" in serving and "shape: (-1, 12, 12, 1)" in serving
+        assert "inputs['image_bytes']" in by_bytes and "DT_STRING" in by_bytes
+        for section in (serving, by_bytes):
+            assert "outputs['class_scores']" in section and "outputs['class_ids']" in section
+            assert "outputs['class_capsules']" in section and "DT_INT64" in section
+            assert "shape: (-1, 3, 4)" in section and "shape: (-1, 3)" in section
+        assert "keras_tensor" not in show and "output_0" not in show
+
+
+def test_tensorflow_only_process_serves_rest_bodies_like_the_keras_model(exported):
+    _, models, images = exported
+    cases = [{"name": name, "path": str(path), "requests": {
+        "rows": example_request(images=images),
+        "b64": example_request(image_bytes=[png_bytes(image) for image in images]),
+    }} for name, (_, path) in models.items()]
+    run = subprocess.run([sys.executable, "-c", SERVE_SCRIPT], input=json.dumps(cases), capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    served = json.loads(run.stdout.strip().splitlines()[-1])
+    assert served.pop("modules") == []  # capszoo (and its custom Keras objects) is never imported to serve
+    for name, (model, _) in models.items():
+        capsules = model.capsules(images)[-1].numpy()
+        scores = model.predict(images, verbose=0)
+        for key in ("rows", "b64"):
+            out = served[name][key]
+            np.testing.assert_allclose(out["class_scores"], scores, atol=1e-5, err_msg=f"{name} {key}")
+            np.testing.assert_allclose(out["class_capsules"], capsules, atol=1e-5, err_msg=f"{name} {key}")
+            np.testing.assert_array_equal(out["class_ids"], scores.argmax(axis=1))
+
+
+def test_image_bytes_are_converted_and_resized(exported):
+    _, models, _ = exported
+    model, path = models["uniform"]
+    loaded = tf.saved_model.load(str(path))
+    rgb = np.zeros((30, 20, 3), np.uint8)
+    rgb[:, :, 1] = 200
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    out = loaded.signatures["predict_image_bytes"](image_bytes=tf.constant([buffer.getvalue()]))
+    gray = tf.image.resize(tf.image.rgb_to_grayscale(tf.io.decode_jpeg(buffer.getvalue()))[None] / 255, (12, 12))
+    np.testing.assert_allclose(out["class_scores"].numpy(), model.predict(gray.numpy(), verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 12, 12), np.float32), r"images must have shape \(batch, 12, 12, 1\); got shape.*2 12 12"),
+    (np.zeros((2, 12, 12, 3), np.float32), r"images must have shape \(batch, 12, 12, 1\); got shape.*2 12 12 3"),
+    (np.zeros((2, 14, 14, 1), np.float32), r"images must have shape \(batch, 12, 12, 1\); got shape.*2 14 14 1"),
+    (np.full((1, 12, 12, 1), np.nan, np.float32), "images contain NaN or inf values"),
+    (np.full((1, 12, 12, 1), 255.0, np.float32), r"images must be scaled to \[0, 1\]"),
+])
+def test_bad_inputs_fail_with_a_clear_error(exported, bad, message):
+    _, models, _ = exported
+    signature = tf.saved_model.load(str(models["dynamic"][1])).signatures["serving_default"]
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match=message):
+        signature(images=tf.constant(bad))
+
+
+def test_versions_are_not_overwritten_and_failures_leave_nothing(tmp_path, monkeypatch):
+    model = VARIANTS["uniform"]()
+    export_saved_model(model, tmp_path, name="m")
+    with pytest.raises(ValueError, match="already exists: choose another --version, or pass --overwrite"):
+        export_saved_model(model, tmp_path, name="m")
+    assert export_saved_model(model, tmp_path, name="m", overwrite=True) == tmp_path / "m" / "1"
+    import keras
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", broken)  # the backend's subclass
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_saved_model(model, tmp_path, name="m", version=2)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1"]
+    with pytest.raises(ValueError, match="version must be an integer >= 1"):
+        export_saved_model(model, tmp_path, version=0)
+
+
+def test_models_config_and_example_requests(exported, tmp_path):
+    base, models, images = exported
+    text = write_models_config(base, base_path="/models").read_text()
+    assert text.startswith("model_config_list {")
+    for name in models:
+        assert f'name: "{name}"\n    base_path: "/models/{name}"' in text
+    with pytest.raises(ValueError, match="no exported models"):
+        write_models_config(tmp_path)
+    body = example_request(image_bytes=[b"\x89PNG"])
+    assert body == {"signature_name": "predict_image_bytes",
+                    "instances": [{"image_bytes": {"b64": base64.b64encode(b"\x89PNG").decode()}}]}
+    assert np.array(example_request(images=images)["instances"][0]["images"]).shape == (12, 12, 1)
+
+
+def test_cli_export(tiny_config_path, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config_path), "--out", str(run), "--epochs", "1", "--verbose", "0"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "models"
+    assert main(["export", str(run), "--out", str(out), "--version", "3", "--example-request",
+                 "--models-config", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == str(out / "tiny-digits" / "3")
+    assert (out / "tiny-digits" / "request.json").is_file() and (out / "tiny-digits" / "request_b64.json").is_file()
+    assert 'name: "tiny-digits"' in (out / "models.config").read_text()
+    assert main(["export", str(run), "--out", str(out), "--version", "3"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export"]) == 2
+    assert "give a MODEL to export, or --models-config DIR" in capsys.readouterr().err
