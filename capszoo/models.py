@@ -127,13 +127,14 @@ class CapsNet(keras.Model):
 
 def _factory(depth, default_hidden):
     def build(input_shape=(28, 28, 1), num_classes=10, routing="dynamic", **overrides):
+        name = overrides.pop("name", f"capsnet{depth}")
         capsules = tuple(overrides.pop("capsules", (*default_hidden, num_classes)))
         if len(capsules) != depth - 1:
             raise ValueError(f"CapsNet{depth} has {depth - 1} capsule layers after the primary capsules, "
                              f"got capsules={capsules!r}")
-        config = ModelConfig(input_shape=input_shape, num_classes=num_classes, routing=routing,
-                             capsules=capsules, **overrides)
-        return CapsNet(config, name=overrides.pop("name", f"capsnet{depth}"))
+        config = ModelConfig.from_dict(dict(input_shape=input_shape, num_classes=num_classes, routing=routing,
+                                            capsules=capsules, **overrides))
+        return CapsNet(config, name=name)
 
     build.__name__ = build.__qualname__ = f"CapsNet{depth}"
     build.__doc__ = (

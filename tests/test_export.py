@@ -1,6 +1,7 @@
 import base64
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -185,3 +186,18 @@ def test_cli_export(tiny_config_path, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["export"]) == 2
     assert "give a MODEL to export, or --models-config DIR" in capsys.readouterr().err
+
+
+def test_serving_latency_tool_smoke(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "latency.json"
+    run = subprocess.run([sys.executable, str(root / "tools" / "serving_latency.py"), "--configs", "ara-digits",
+                          "--batches", "1,4", "--repeats", "2", "--warmup", "1", "--json", str(out)],
+                         capture_output=True, text=True, cwd=root, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["batch"]) for r in rows] == [("ara-digits", 1), ("ara-digits", 4)]
+    assert all(r["median_ms"] > 0 for r in rows) and "| ara-digits | 4 |" in run.stdout

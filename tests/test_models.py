@@ -104,6 +104,12 @@ def test_bad_arguments_raise_clear_value_errors(kwargs, message):
         CapsNet2(**kwargs)
 
 
+def test_factory_name_and_unknown_override():
+    assert tiny(name="my_net").name == "my_net"
+    with pytest.raises(ValueError, match="unknown model config key.*model.lamda"):
+        CapsNet2(routing="adaptive_lambda", lamda=3.0)
+
+
 def test_unknown_config_key_is_named():
     with pytest.raises(ValueError, match="unknown model config key.*model.lambda"):
         ModelConfig.from_dict({"routing": "adaptive_lambda", "lambda": 3.0})
