@@ -4,6 +4,7 @@ from capszoo import layers, ops, routing
 from capszoo.config import ModelConfig
 from capszoo.models import CapsNet, CapsNet2, CapsNet3, CapsNet4
 from capszoo.ops import MarginLoss, squash
+from capszoo.zoo import list_models, load
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,8 @@ __all__ = [
     "MarginLoss",
     "ModelConfig",
     "layers",
+    "list_models",
+    "load",
     "ops",
     "routing",
     "squash",

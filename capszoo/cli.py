@@ -5,34 +5,97 @@ from __future__ import annotations
 import argparse
 import sys
 
-FACTORIES = {2: "CapsNet2", 3: "CapsNet3", 4: "CapsNet4"}
-
-
-def _digits_images(count, size):
-    """The first ``count`` images of scikit-learn's bundled 8x8 digits, resized to ``size``, in [0, 1]."""
-    from keras import ops
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images[:count] / 16.0).astype("float32")[..., None]
-    return ops.convert_to_numpy(ops.image.resize(images, (size, size))).clip(0, 1), digits.target[:count]
-
 
 def cmd_demo(args):
     import numpy as np
+    import pandas as pd
 
-    import capszoo
+    from capszoo import zoo
+    from capszoo.config import load_config
+    from capszoo.data import CLASS_NAMES, load_splits, make_dataset
 
-    factory = getattr(capszoo, FACTORIES[args.depth])
-    model = factory(routing=args.routing, iterations=args.iterations, lam=args.lam)
-    model.summary()
-    images, labels = _digits_images(args.images, 28)
-    scores = np.asarray(model.predict(images, verbose=0))
-    print(f"\nForward pass of the UNTRAINED {FACTORIES[args.depth]} ({args.routing} routing) on "
-          f"{len(images)} scikit-learn digits resized to 28x28: class scores = capsule lengths")
-    print("label  predicted  " + " ".join(f"{k:>5d}" for k in range(scores.shape[1])))
-    for label, row in zip(labels, scores, strict=True):
-        print(f"{label:5d}  {int(row.argmax()):9d}  " + " ".join(f"{s:5.3f}" for s in row))
+    name = "ara-digits"
+    config = load_config(name)
+    model = zoo.load(name)
+    card = zoo.read_card(name)
+    splits = load_splits(config)
+    x_test = np.concatenate([x.numpy() for x, _ in make_dataset(*splits.test, config, training=False)])
+    y_test = splits.test[1]
+    capsules = np.asarray(model.capsules(x_test)[-1])
+    scores = np.linalg.norm(capsules, axis=-1)
+    predicted = scores.argmax(axis=1)
+    accuracy = float((predicted == y_test).mean())
+    print(f"{name}: {config.description}")
+    print(f"weights: {card['_folder']}/model.weights.h5 (sha256 {card['weights_sha256'][:12]}... verified), "
+          f"{card['epochs']} epochs on {card['hardware']['cpu']}")
+    print(f"\ntest accuracy on the {len(y_test)} held-out scikit-learn digits: {accuracy:.4f} "
+          f"(card: {card['test_accuracy']:.4f})\n")
+    table = pd.DataFrame({"class": CLASS_NAMES["digits"],
+                          "examples": np.bincount(y_test, minlength=10),
+                          "correct": np.bincount(y_test[predicted == y_test], minlength=10)})
+    table["accuracy"] = (table["correct"] / table["examples"]).round(4)
+    print(table.to_string(index=False))
+    shown = min(args.images, len(y_test))
+    print(f"\nfirst {shown} test images: label, prediction, score (class-capsule length)")
+    for k in range(shown):
+        print(f"  {y_test[k]}  ->  {predicted[k]}  {scores[k, predicted[k]]:.3f}")
+    _demo_figure(x_test[:shown], y_test[:shown], scores[:shown], args.out)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def _demo_figure(images, labels, scores, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(images), figsize=(1.9 * len(images), 4.2), squeeze=False)
+    for k, (image, label, row) in enumerate(zip(images, labels, scores, strict=True)):
+        axes[0, k].imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+        axes[0, k].set_title(f"label {label}, pred {row.argmax()}", fontsize=8)
+        axes[0, k].axis("off")
+        colours = ["tab:green" if c == row.argmax() else "tab:gray" for c in range(len(row))]
+        axes[1, k].barh(range(len(row)), row, color=colours)
+        axes[1, k].set_xlim(0, 1)
+        axes[1, k].set_yticks(range(len(row)))
+        axes[1, k].tick_params(labelsize=6)
+        axes[1, k].set_xlabel("capsule length", fontsize=7)
+    axes[1, 0].set_ylabel("class", fontsize=7)
+    fig.suptitle("ara-digits: test images and their class-capsule lengths")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_list(args):
+    import pandas as pd
+
+    from capszoo import zoo
+
+    with pd.option_context("display.width", 160, "display.max_rows", None):
+        print(zoo.list_models(args.pattern, trained_only=args.trained, as_frame=True).to_string(index=False))
+    return 0
+
+
+def cmd_card(args):
+    import json
+
+    from capszoo import zoo
+    from capszoo.config import load_config
+
+    load_config(args.name)  # unknown names: the error with close matches
+    card = zoo.read_card(args.name)
+    if card is None:
+        raise ValueError(f"zoo entry {args.name!r} is not trained yet: train it with `capszoo train {args.name}`")
+    print(json.dumps({k: v for k, v in card.items() if not k.startswith("_")}, indent=2))
+    return 0
+
+
+def cmd_publish(args):
+    from capszoo import zoo
+
+    print(zoo.publish(args.run, name=args.name, dest=args.dest))
     return 0
 
 
@@ -116,19 +179,32 @@ def cmd_export(args):
 
 
 def build_parser():
-    from capszoo.routing import available_routings
-
     parser = argparse.ArgumentParser(prog="capszoo", description="Capsule networks with interchangeable routing.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser("demo", help="build a CapsNet, print its summary and run a forward pass",
-                               description="Build a paper-width CapsNet on 28x28x1, print its summary and "
-                                           "run a forward pass on a few of scikit-learn's bundled digits.")
-    demo.add_argument("--depth", type=int, choices=sorted(FACTORIES), default=2, help="capsule layers (default 2)")
-    demo.add_argument("--routing", choices=available_routings(), default="adaptive_lambda")
-    demo.add_argument("--iterations", type=int, default=3, help="routing iterations (iterative routings)")
-    demo.add_argument("--lam", type=float, default=3.0, help="gradient coefficient λ (adaptive_lambda)")
-    demo.add_argument("--images", type=int, default=5, help="how many digits to run (default 5)")
+    demo = commands.add_parser("demo", help="evaluate the bundled ara-digits model and plot examples",
+                               description="Load the bundled ara-digits zoo model, evaluate it on the held-out "
+                                           "scikit-learn digits, print a per-class table and a few predictions, "
+                                           "and write a PNG of examples with their class-capsule lengths.")
+    demo.add_argument("--images", type=int, default=8, help="examples to show (default 8)")
+    demo.add_argument("--out", default="capszoo-demo.png", help="PNG to write (default capszoo-demo.png)")
     demo.set_defaults(func=cmd_demo)
+
+    listing = commands.add_parser("list", help="list zoo entries", description="List zoo entries as a table.")
+    listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'ara*'")
+    listing.add_argument("--trained", action="store_true", help="only entries with published weights")
+    listing.set_defaults(func=cmd_list)
+
+    card = commands.add_parser("card", help="print a zoo entry's model card", description="Print a model card.")
+    card.add_argument("name", metavar="NAME")
+    card.set_defaults(func=cmd_card)
+
+    publish = commands.add_parser("publish", help="publish a finished run as a zoo entry's weights and card",
+                                  description="Copy a run's final weights to saved_models/NAME/ and write card.json "
+                                              "from the run's measured metrics.")
+    publish.add_argument("run", metavar="RUN_DIR")
+    publish.add_argument("--name", help="zoo entry (default: the run's config name)")
+    publish.add_argument("--dest", help="target folder (default saved_models/NAME)")
+    publish.set_defaults(func=cmd_publish)
 
     train = commands.add_parser(
         "train", help="train a config or zoo entry", description="Train a model from a TOML config or a zoo entry "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capszoo.config import load_config
+from capszoo.config import load_config, zoo_names
 
 
 def load_weights_checked(model, weights):
@@ -24,7 +24,7 @@ def load_weights_checked(model, weights):
 
 
 def load_trained(spec, weights=None):
-    """``(model, config)`` from a run folder, or from a config/zoo name and ``weights``."""
+    """``(model, config)`` from a run folder, a trained zoo entry, or a config/zoo name and ``weights``."""
     from capszoo.training import build_model
 
     folder = Path(str(spec))
@@ -36,7 +36,11 @@ def load_trained(spec, weights=None):
     else:
         config = load_config(spec)
         if weights is None:
-            raise ValueError(f"{spec} is a config, not a trained run: pass --weights FILE (or a run folder)")
+            from capszoo import zoo
+
+            if str(spec) in zoo_names() and zoo.read_card(str(spec)) is not None:
+                return zoo.load(str(spec)), config
+            raise ValueError(f"{spec} is a config, not a trained model: pass --weights FILE (or a run folder)")
     model = build_model(config)
     return load_weights_checked(model, weights), config
 

@@ -1,0 +1,183 @@
+"""The model zoo: named, versioned, hash-checked trained models.
+
+A zoo entry is ``zoo_configs/NAME.toml`` (model + data + training recipe). A trained entry also
+has ``saved_models/NAME/`` with ``model.weights.h5`` and ``card.json``, which
+:func:`publish` writes from a finished run folder, never by hand. The card records what was
+measured: test accuracy and loss from :func:`capszoo.training.evaluate` on the stated data,
+epochs, wall time, hardware, backend, versions, the config hash and the weights' sha256.
+
+Weights are looked for in ``$CAPSZOO_WEIGHTS_DIR/NAME/`` and then in ``saved_models/NAME/`` of
+a source checkout; a card may also give a ``url``, fetched with ``keras.utils.get_file`` into
+the Keras cache. Every file is checked against the card's sha256 before it is loaded.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+from pathlib import Path
+
+from capszoo.config import load_config, zoo_names
+from capszoo.data import sha256_file
+
+ENV_WEIGHTS_DIR = "CAPSZOO_WEIGHTS_DIR"
+WEIGHTS_FILE = "model.weights.h5"
+CARD_FILE = "card.json"
+
+
+def source_saved_models():
+    """``saved_models/`` of a source checkout, or None when running from an installed wheel."""
+    folder = Path(__file__).resolve().parent.parent / "saved_models"
+    return folder if folder.is_dir() else None
+
+
+def _entry_dirs(name):
+    dirs = []
+    if os.environ.get(ENV_WEIGHTS_DIR):
+        dirs.append(Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() / name)
+    if source_saved_models() is not None:
+        dirs.append(source_saved_models() / name)
+    return dirs
+
+
+def read_card(name):
+    """The model card of a zoo entry as a dict, or None if the entry is not trained."""
+    for folder in _entry_dirs(name):
+        if (folder / CARD_FILE).is_file():
+            card = json.loads((folder / CARD_FILE).read_text())
+            card["_folder"] = str(folder)
+            return card
+    return None
+
+
+def list_models(pattern="*", trained_only=False, as_frame=False):
+    """Zoo entry names matching a shell ``pattern`` (``"ara*"``), or a pandas DataFrame with their
+    dataset, depth, routing, λ, iterations, params, trained flag and measured test accuracy."""
+    names = [n for n in zoo_names() if fnmatch.fnmatch(n, pattern)]
+    cards = {n: read_card(n) for n in names}
+    if trained_only:
+        names = [n for n in names if cards[n] is not None]
+    if not as_frame:
+        return names
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        config, card = load_config(name), cards[name]
+        model = config.model
+        rows.append({
+            "name": name,
+            "dataset": config.data.dataset,
+            "depth": model.depth,
+            "routing": model.routing,
+            "lam": model.lam if model.routing == "adaptive_lambda" else None,
+            "iterations": model.iterations if model.routing in ("dynamic", "adaptive") else None,
+            "params": card["params"] if card else None,
+            "trained": card is not None,
+            "test_accuracy": card["test_accuracy"] if card else None,
+        })
+    return pd.DataFrame(rows, columns=["name", "dataset", "depth", "routing", "lam", "iterations", "params",
+                                       "trained", "test_accuracy"])
+
+
+def _zoo_weights(name, card):
+    """A verified local path to the entry's weights (downloading from the card's url if needed)."""
+    expected = card["weights_sha256"]
+    local = Path(card["_folder"]) / WEIGHTS_FILE
+    if local.is_file():
+        path = local
+    elif card.get("url"):
+        path = Path(_fetch(card["url"], f"{name}-{expected[:12]}.weights.h5"))
+    else:
+        raise ValueError(f"zoo entry {name!r} has a card but no weights file at {local} and no url")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ValueError(f"weights {path} do not match the card of {name!r}: sha256 {actual[:16]}... "
+                         f"!= {expected[:16]}... (corrupt or replaced file); delete it and fetch it again")
+    return path
+
+
+def _fetch(url, fname):
+    import keras
+
+    try:
+        return keras.utils.get_file(fname=fname, origin=url, cache_subdir="capszoo")
+    except Exception as err:
+        raise ValueError(f"cannot fetch weights from {url}: {type(err).__name__}: {err}") from None
+
+
+def load(name, weights="zoo", compile=True):
+    """A zoo model, ready to use: ``capszoo.load("ara-digits")``.
+
+    Args:
+        name: a zoo entry (see :func:`list_models`).
+        weights: ``"zoo"`` (the entry's published weights, sha256-checked against its card),
+            ``None`` (freshly initialised: for training from scratch), or a path or URL of a
+            ``.weights.h5`` file for this architecture.
+        compile: compile with the entry's training recipe (margin loss, Adam), for fine-tuning
+            and ``evaluate``.
+    """
+    from capszoo.runs import load_weights_checked
+    from capszoo.training import build_model
+
+    if Path(str(name)).suffix == ".toml":
+        raise ValueError("capszoo.load takes a zoo entry name; for a config file use capszoo.training.build_model")
+    config = load_config(name)
+    model = build_model(config, compile=compile)
+    if weights is None:
+        return model
+    if weights == "zoo":
+        card = read_card(name)
+        if card is None:
+            raise ValueError(f"zoo entry {name!r} is not trained yet: train it with `capszoo train {name}` (or pass "
+                             f"weights=None for an untrained model)")
+        if card.get("config_sha256") != config.sha256():
+            raise ValueError(f"the card of {name!r} was made for another version of its config "
+                             f"(config sha256 {card.get('config_sha256', '?')[:12]}... != {config.sha256()[:12]}...)")
+        path = _zoo_weights(name, card)
+    elif str(weights).startswith(("http://", "https://", "file://")):
+        path = _fetch(str(weights), Path(str(weights)).name or f"{name}.weights.h5")
+    else:
+        path = weights
+    return load_weights_checked(model, path)
+
+
+def publish(run_dir, name=None, dest=None):
+    """Copy a finished run's weights into ``saved_models/NAME/`` and write its card.
+
+    The card is built from the run's ``metrics.json`` (written by training, which evaluated the
+    final weights with :func:`capszoo.training.evaluate`) plus the weights' sha256 and size.
+    """
+    run_dir = Path(run_dir)
+    metrics_path, weights_path = run_dir / "metrics.json", run_dir / WEIGHTS_FILE
+    if not metrics_path.is_file() or not weights_path.is_file():
+        raise ValueError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS_FILE})")
+    metrics = json.loads(metrics_path.read_text())
+    config = load_config(run_dir / "config.toml")
+    name = name or metrics["name"]
+    entry = load_config(name)
+    if entry.sha256() != config.sha256():
+        raise ValueError(f"run {run_dir} did not train zoo entry {name!r}'s recipe (config hashes differ; "
+                         f"was it trained with --epochs or other overrides?)")
+    dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights_path, dest / WEIGHTS_FILE)
+    from capszoo.training import build_model
+
+    card = {
+        "name": name,
+        "description": entry.description,
+        "config_sha256": config.sha256(),
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": sha256_file(dest / WEIGHTS_FILE),
+        "weights_bytes": (dest / WEIGHTS_FILE).stat().st_size,
+        "weights_dtype": "float32",
+        "params": build_model(config, compile=False).count_params(),
+        **{k: metrics[k] for k in ("test_accuracy", "test_loss", "test_examples", "epochs", "train_examples",
+                                   "wall_time_s", "images_per_s", "dataset", "hardware", "versions")},
+        "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
+    }
+    (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return dest

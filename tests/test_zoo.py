@@ -1,0 +1,128 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import capszoo
+from capszoo import config as config_module
+from capszoo import zoo
+from capszoo.cli import main
+from capszoo.training import train
+
+
+def test_list_models_names_patterns_and_frame():
+    names = capszoo.list_models()
+    assert {"ara-digits", "dra-digits", "ara-mnist", "dra-mnist"} <= set(names)
+    assert all(n.startswith("ara") for n in capszoo.list_models("ara*"))
+    frame = capszoo.list_models("*-mnist", as_frame=True)
+    assert list(frame.columns) == ["name", "dataset", "depth", "routing", "lam", "iterations", "params", "trained",
+                                   "test_accuracy"]
+    ara = frame.set_index("name").loc["ara-mnist"]
+    assert (ara.dataset, ara.depth, ara.routing, ara.lam) == ("mnist", 2, "adaptive_lambda", 3.0)
+    assert np.isnan(ara.iterations) or ara.iterations is None
+
+
+def test_unknown_and_untrained_entries(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="unknown model or config 'ara-mnsit'.*did you mean ara-mnist"):
+        capszoo.load("ara-mnsit")
+    monkeypatch.setattr(zoo, "source_saved_models", lambda: tmp_path)  # nothing published there
+    with pytest.raises(ValueError, match="'dra-mnist' is not trained yet: train it with `capszoo train dra-mnist`"):
+        capszoo.load("dra-mnist")
+    assert capszoo.load("dra-mnist", weights=None).count_params() == 6_804_224
+
+
+@pytest.fixture
+def private_zoo(tmp_path, monkeypatch, tiny_config_path):
+    """A zoo whose only entry is the tiny digits config, trained for one epoch and published."""
+    configs = tmp_path / "zoo_configs"
+    configs.mkdir()
+    shutil.copy(tiny_config_path, configs / "tiny-digits.toml")
+    monkeypatch.setattr(config_module, "zoo_configs_dir", lambda: configs)
+    monkeypatch.setattr(zoo, "source_saved_models", lambda: tmp_path / "saved_models")
+    monkeypatch.delenv(zoo.ENV_WEIGHTS_DIR, raising=False)
+    model, metrics = train("tiny-digits", out_dir=tmp_path / "run", verbose=0)
+    published = zoo.publish(tmp_path / "run")
+    return tmp_path, model, metrics, published
+
+
+def test_publish_writes_weights_and_a_measured_card(private_zoo):
+    tmp_path, model, metrics, published = private_zoo
+    assert published == tmp_path / "saved_models" / "tiny-digits"
+    card = json.loads((published / "card.json").read_text())
+    assert card["test_accuracy"] == metrics["test_accuracy"] and card["epochs"] == 2
+    assert card["weights_sha256"] == zoo.sha256_file(published / "model.weights.h5")
+    assert card["weights_bytes"] == (published / "model.weights.h5").stat().st_size
+    assert card["params"] == model.count_params() and card["dataset"]["kind"] == "sklearn"
+    assert {"cpu", "cpu_count"} <= set(card["hardware"]) and card["versions"]["keras"]
+
+
+def test_load_gives_the_trained_model_and_its_accuracy(private_zoo):
+    _, model, metrics, _ = private_zoo
+    loaded = capszoo.load("tiny-digits")
+    x = np.random.default_rng(0).random((3, 12, 12, 1)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    from capszoo.training import evaluate
+
+    assert evaluate(loaded, "tiny-digits")["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    frame = capszoo.list_models(trained_only=True, as_frame=True)
+    assert frame.name.tolist() == ["tiny-digits"] and frame.trained.all()
+
+
+def test_tampered_weights_are_refused(private_zoo):
+    _, _, _, published = private_zoo
+    weights = published / "model.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="do not match the card of 'tiny-digits': sha256"):
+        capszoo.load("tiny-digits")
+
+
+def test_weights_from_the_card_url_are_fetched_and_checked(private_zoo, monkeypatch, tmp_path_factory):
+    _, _, _, published = private_zoo
+    elsewhere = tmp_path_factory.mktemp("server") / "tiny.weights.h5"
+    shutil.move(published / "model.weights.h5", elsewhere)
+    card = json.loads((published / "card.json").read_text())
+    card["url"] = elsewhere.as_uri()  # file:// URL, fetched with keras.utils.get_file
+    (published / "card.json").write_text(json.dumps(card))
+    assert capszoo.load("tiny-digits").count_params() == card["params"]
+
+
+def test_weights_from_another_architecture_are_refused(private_zoo):
+    _, _, _, published = private_zoo
+    other = capszoo.CapsNet2(input_shape=(12, 12, 1), conv_filters=4, conv_kernel_size=3, primary_types=2,
+                             primary_dim=4, primary_kernel_size=3, routing="uniform")
+    path = published.parent / "other.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(ValueError, match="cannot load weights .*other.weights.h5 into"):
+        capszoo.load("tiny-digits", weights=str(path))
+
+
+def test_publish_refuses_runs_of_another_recipe(private_zoo, tiny_config_path):
+    tmp_path, _, _, _ = private_zoo
+    train("tiny-digits", out_dir=tmp_path / "short", epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="did not train zoo entry 'tiny-digits'"):
+        zoo.publish(tmp_path / "short")
+
+
+def test_cli_list_card_and_eval_by_name(private_zoo, capsys):
+    _, _, metrics, _ = private_zoo
+    assert main(["list", "--trained"]) == 0
+    assert "tiny-digits" in capsys.readouterr().out
+    assert main(["card", "tiny-digits"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]
+    assert main(["eval", "tiny-digits"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert main(["card", "nope"]) == 2
+
+
+def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
+    if zoo.read_card("ara-digits") is None:
+        pytest.fail("saved_models/ara-digits is not published: the README's demo needs it")
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy on the 359 held-out scikit-learn digits" in printed and "accuracy" in printed
+    assert out.stat().st_size > 10_000 and Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
