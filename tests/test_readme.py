@@ -20,3 +20,13 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci_command = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python3 ")]
     assert len(ci_command) == 1 and f"```bash\n{ci_command[0]}\n```" in readme
+
+
+def test_readme_zoo_table_is_generated_from_the_cards():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from zoo_table import BEGIN, END, table
+    finally:
+        sys.path.pop(0)
+    readme = (ROOT / "README.md").read_text()
+    assert readme[readme.index(BEGIN) + len(BEGIN):readme.index(END)].strip() == table()
