@@ -109,7 +109,7 @@ def _load_digits():
     order = np.random.default_rng(0).permutation(len(labels))  # fixed: the split never changes
     n_test = int(round(DIGITS_TEST_FRACTION * len(labels)))
     test, train = order[:n_test], order[n_test:]
-    source = {"kind": "sklearn", "name": "sklearn.datasets.load_digits",
+    source = {"kind": "sklearn", "loader": "sklearn.datasets.load_digits",
               "note": f"deterministic split: {len(train)} train / {len(test)} test (permutation seed 0)"}
     return Arrays(images[train], labels[train], images[test], labels[test], source)
 
@@ -182,7 +182,7 @@ def _load_tfds(name):
             f"Without network, point --data-dir or {ENV_DATA_DIR} at a folder holding "
             f"{' or '.join(NPZ_FILES[name])}.") from None
     return Arrays(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64),
-                  {"kind": "tfds", "name": name, "version": version})
+                  {"kind": "tfds", "tfds_name": name, "version": version})
 
 
 def _check_arrays(name, arrays):

@@ -68,6 +68,14 @@ def build_model(config: Config, compile=True):
     return compile_model(model, config) if compile else model
 
 
+def save_model_weights(model, config: Config, path):
+    """Save the model's weights only: Keras' ``save_weights`` on a compiled model also stores the
+    optimizer's moments (3x the size with Adam), which a published model must not carry."""
+    bare = build_model(config, compile=False)
+    bare.set_weights(model.get_weights())
+    bare.save_weights(path)
+
+
 def learning_rate(config: Config, epoch):
     """Adam's learning rate in (0-based) ``epoch``: ``lr * lr_decay ** epoch``."""
     return config.training.learning_rate * config.training.lr_decay ** epoch
@@ -247,7 +255,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         raise TrainingError(f"training loss became {loss} at epoch {epoch}, batch {batch}: stopped. Lower "
                             "training.learning_rate, or check the data for NaN/inf values")
     epochs_run = config.training.epochs - done
-    model.save_weights(run / "model.weights.h5")
+    save_model_weights(model, config, run / "model.weights.h5")
     test = evaluate(model, config, splits=splits)
     metrics = {
         "name": config.name,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import shutil
 from pathlib import Path
 
 from capszoo.config import load_config, zoo_names
@@ -163,8 +162,16 @@ def publish(run_dir, name=None, dest=None):
                          f"was it trained with --epochs or other overrides?)")
     dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights_path, dest / WEIGHTS_FILE)
-    from capszoo.training import build_model
+    from capszoo.runs import load_weights_checked
+    from capszoo.training import build_model, save_model_weights
+
+    # Re-save through an uncompiled model: the same weight values, without optimizer state.
+    model = load_weights_checked(build_model(config, compile=False), weights_path)
+    save_model_weights(model, config, dest / WEIGHTS_FILE)
+    dataset = dict(metrics["dataset"])
+    if dataset.get("name") != config.data.dataset:
+        dataset["loader"] = dataset.get("name")
+        dataset["name"] = config.data.dataset
 
     card = {
         "name": name,
@@ -174,9 +181,10 @@ def publish(run_dir, name=None, dest=None):
         "weights_sha256": sha256_file(dest / WEIGHTS_FILE),
         "weights_bytes": (dest / WEIGHTS_FILE).stat().st_size,
         "weights_dtype": "float32",
-        "params": build_model(config, compile=False).count_params(),
+        "params": model.count_params(),
+        "dataset": dataset,
         **{k: metrics[k] for k in ("test_accuracy", "test_loss", "test_examples", "epochs", "train_examples",
-                                   "wall_time_s", "images_per_s", "dataset", "hardware", "versions")},
+                                   "wall_time_s", "images_per_s", "hardware", "versions")},
         "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
     }
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")

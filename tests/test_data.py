@@ -113,7 +113,7 @@ def test_tfds_path_with_mocked_data(monkeypatch):
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
         loaded = load_arrays(config(source="tfds").data)
     assert loaded.x_train.shape == (12, 28, 28, 1) and loaded.x_train.dtype == np.uint8
-    assert loaded.source["kind"] == "tfds" and loaded.source["name"] == "mnist"
+    assert loaded.source["kind"] == "tfds" and loaded.source["tfds_name"] == "mnist"
 
 
 def test_tfds_failure_is_one_clear_error(monkeypatch):

@@ -55,6 +55,11 @@ def test_publish_writes_weights_and_a_measured_card(private_zoo):
     assert card["weights_sha256"] == zoo.sha256_file(published / "model.weights.h5")
     assert card["weights_bytes"] == (published / "model.weights.h5").stat().st_size
     assert card["params"] == model.count_params() and card["dataset"]["kind"] == "sklearn"
+    assert card["dataset"]["name"] == "digits"
+    import h5py
+
+    with h5py.File(published / "model.weights.h5") as f:  # model weights only: no optimizer moments
+        assert "optimizer" not in f
     assert {"cpu", "cpu_count"} <= set(card["hardware"]) and card["versions"]["keras"]
 
 

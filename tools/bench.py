@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import statistics
 import subprocess
@@ -98,15 +97,17 @@ def child_main(spec):
     x, y = batch_data(tuple(spec["shape"]), spec["batch"])
     for _ in range(2):
         model.train_on_batch(x, y)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_gib": peak_kib / 2**20, "params": model.count_params()}), flush=True)
+    # VmHWM: this process's own high-water mark. (ru_maxrss is not usable here: on Linux it
+    # survives fork + exec, so a child reports at least its parent's peak.)
+    print(json.dumps({"peak_gib": proc_status_gib(os.getpid(), "VmHWM"), "params": model.count_params()}), flush=True)
 
 
-def rss_gib(pid):
+def proc_status_gib(pid, field="VmRSS"):
+    """A memory field of /proc/PID/status (VmRSS: resident now; VmHWM: resident peak) in GiB."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 2**20
     except OSError:
         pass
@@ -121,7 +122,7 @@ def measure_memory(spec, cap_gib, timeout_s=900):
                             start_new_session=True)
     start, over = time.monotonic(), False
     while proc.poll() is None:
-        if rss_gib(proc.pid) > cap_gib or time.monotonic() - start > timeout_s:
+        if proc_status_gib(proc.pid) > cap_gib or time.monotonic() - start > timeout_s:
             over = True
             os.killpg(proc.pid, signal.SIGKILL)
             break
