@@ -25,7 +25,7 @@ def load_weights_checked(model, weights):
 
 def load_trained(spec, weights=None):
     """``(model, config)`` from a run folder, a trained zoo entry, or a config/zoo name and ``weights``."""
-    from capszoo.training import build_model
+    from capszoo.training import build_model, compile_model
 
     folder = Path(str(spec))
     if folder.is_dir():
@@ -41,8 +41,8 @@ def load_trained(spec, weights=None):
             if str(spec) in zoo_names() and zoo.read_card(str(spec)) is not None:
                 return zoo.load(str(spec)), config
             raise ValueError(f"{spec} is a config, not a trained model: pass --weights FILE (or a run folder)")
-    model = build_model(config)
-    return load_weights_checked(model, weights), config
+    model = load_weights_checked(build_model(config, compile=False), weights)
+    return compile_model(model, config), config
 
 
 def load_image(path, input_shape):

@@ -119,14 +119,14 @@ def load(name, weights="zoo", compile=True):
             and ``evaluate``.
     """
     from capszoo.runs import load_weights_checked
-    from capszoo.training import build_model
+    from capszoo.training import build_model, compile_model
 
     if Path(str(name)).suffix == ".toml":
         raise ValueError("capszoo.load takes a zoo entry name; for a config file use capszoo.training.build_model")
     config = load_config(name)
-    model = build_model(config, compile=compile)
+    model = build_model(config, compile=False)  # weights first, then compile: no optimizer-state warnings
     if weights is None:
-        return model
+        return compile_model(model, config) if compile else model
     if weights == "zoo":
         card = read_card(name)
         if card is None:
@@ -140,7 +140,8 @@ def load(name, weights="zoo", compile=True):
         path = _fetch(str(weights), Path(str(weights)).name or f"{name}.weights.h5")
     else:
         path = weights
-    return load_weights_checked(model, path)
+    load_weights_checked(model, path)
+    return compile_model(model, config) if compile else model
 
 
 def publish(run_dir, name=None, dest=None):
