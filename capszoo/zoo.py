@@ -6,8 +6,9 @@ has ``saved_models/NAME/`` with ``model.weights.h5`` and ``card.json``, which
 measured: test accuracy and loss from :func:`capszoo.training.evaluate` on the stated data,
 epochs, wall time, hardware, backend, versions, the config hash and the weights' sha256.
 
-Weights are looked for in ``$CAPSZOO_WEIGHTS_DIR/NAME/`` and then in ``saved_models/NAME/`` of
-a source checkout; a card may also give a ``url``, fetched with ``keras.utils.get_file`` into
+Weights are looked for in ``$CAPSZOO_WEIGHTS_DIR/NAME/``, then in ``saved_models/NAME/`` of a
+source checkout or, installed from a wheel, in the bundled copy (``ara-digits`` only, for the
+offline demo); a card may also give a ``url``, fetched with ``keras.utils.get_file`` into
 the Keras cache. Every file is checked against the card's sha256 before it is loaded.
 """
 
@@ -33,11 +34,15 @@ def source_saved_models():
 
 
 def _entry_dirs(name):
+    """Where an entry's card and weights may be: $CAPSZOO_WEIGHTS_DIR, a source checkout's
+    saved_models/, and the copy bundled inside an installed wheel (the demo model)."""
     dirs = []
     if os.environ.get(ENV_WEIGHTS_DIR):
         dirs.append(Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() / name)
     if source_saved_models() is not None:
         dirs.append(source_saved_models() / name)
+    else:
+        dirs.append(Path(__file__).resolve().parent / "saved_models" / name)
     return dirs
 
 
