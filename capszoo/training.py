@@ -248,6 +248,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config.training.epochs, initial_epoch=done,
               steps_per_epoch=steps_per_epoch(len(splits.train[1]), config.training.batch_size),
+              shuffle=False,  # the stream is shuffled per epoch already (make_dataset)
               callbacks=callbacks, verbose=verbose)
     wall = time.perf_counter() - start
     if guard.failure:
