@@ -17,10 +17,11 @@ class CapsNet(keras.Model):
     keyword arguments). Call it on float images ``(batch, H, W, C)`` scaled to [0, 1].
 
     Outputs: the class scores ``(batch, num_classes)`` (class-capsule lengths). With
-    ``return_capsules`` or ``decoder`` in the config, a dict instead:
-    ``{"class_scores", "class_capsules"[, "reconstruction"]}``. The decoder reconstructs from the
-    capsule of the label when the input is ``{"images": x, "labels": y}`` (training, as in Sabour
-    et al.), otherwise from the longest capsule.
+    ``return_capsules`` or ``decoder`` in the config, a dict instead: ``class_scores``, plus
+    ``class_capsules`` with ``return_capsules`` and ``reconstruction`` with ``decoder``. The
+    decoder reconstructs from the capsule of the label when the input is
+    ``{"images": x, "labels": y}`` (training, as in Sabour et al.), otherwise from the longest
+    capsule.
     """
 
     def __init__(self, config=None, name="capsnet", **kwargs):
@@ -112,7 +113,9 @@ class CapsNet(keras.Model):
         scores = self.length(class_capsules)
         if self.decoder is None and not self.model_config.return_capsules:
             return scores
-        outputs = {"class_scores": scores, "class_capsules": class_capsules}
+        outputs = {"class_scores": scores}
+        if self.model_config.return_capsules:
+            outputs["class_capsules"] = class_capsules
         if self.decoder is not None:
             outputs["reconstruction"] = self.decoder(self.mask(class_capsules, labels))
         return outputs

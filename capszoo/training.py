@@ -50,6 +50,9 @@ class ReconstructionLoss(keras.losses.Loss):
 
 
 def compile_model(model, config: Config):
+    if config.model.return_capsules:
+        raise ValueError("model.return_capsules adds an output that has no training target: train with it off, "
+                         "then load the weights into a model built with it on")
     t = config.training
     margin = MarginLoss(t.m_plus, t.m_minus, t.down_weight)
     optimizer = keras.optimizers.Adam(t.learning_rate)

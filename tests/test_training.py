@@ -45,6 +45,17 @@ def test_train_writes_a_complete_run_folder(tiny_config_path, tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
+def test_training_with_the_reconstruction_decoder(tiny_config_path, tmp_path):
+    config = load_config(tiny_config_path).replace(model={"decoder": True, "decoder_units": [16, 32]},
+                                                   training={"epochs": 1})
+    model, metrics = train(config, out_dir=tmp_path / "run", verbose=0)
+    row = history(tmp_path / "run")[0]
+    assert float(row["reconstruction_loss"]) > 0 and float(row["class_scores_loss"]) > 0
+    assert 0.1 < metrics["test_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="model.return_capsules adds an output that has no training target"):
+        train(config.replace(model={"return_capsules": True}), out_dir=tmp_path / "other", verbose=0)
+
+
 def test_existing_checkpoints_need_resume(tiny_config_path, tmp_path):
     run = tmp_path / "run"
     train(tiny_config_path, out_dir=run, epochs=1, verbose=0)
