@@ -21,8 +21,7 @@ def cmd_demo(args):
     splits = load_splits(config)
     x_test = np.concatenate([x.numpy() for x, _ in make_dataset(*splits.test, config, training=False)])
     y_test = splits.test[1]
-    capsules = np.asarray(model.capsules(x_test)[-1])
-    scores = np.linalg.norm(capsules, axis=-1)
+    scores = np.asarray(model.predict(x_test, verbose=0))
     predicted = scores.argmax(axis=1)
     accuracy = float((predicted == y_test).mean())
     print(f"{name}: {config.description}")

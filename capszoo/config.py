@@ -338,11 +338,8 @@ class Config:
         changes = {}
         for key, value in sections.items():
             current = getattr(self, key)
-            if dataclasses.is_dataclass(current) and isinstance(value, dict):
-                unknown = sorted(set(value) - {f.name for f in dataclasses.fields(current)})
-                if unknown:
-                    raise ValueError(f"unknown {key} config key(s): {', '.join(key + '.' + k for k in unknown)}")
-                value = dataclasses.replace(current, **value)
+            if isinstance(current, _Section) and isinstance(value, dict):
+                value = type(current).from_dict({**current.to_dict(), **value})
             changes[key] = value
         return dataclasses.replace(self, **changes)
 

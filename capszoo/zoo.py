@@ -169,11 +169,11 @@ def publish(run_dir, name=None, dest=None):
     dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
     dest.mkdir(parents=True, exist_ok=True)
     from capszoo.runs import load_weights_checked
-    from capszoo.training import build_model, save_model_weights
+    from capszoo.training import build_model
 
     # Re-save through an uncompiled model: the same weight values, without optimizer state.
     model = load_weights_checked(build_model(config, compile=False), weights_path)
-    save_model_weights(model, config, dest / WEIGHTS_FILE)
+    model.save_weights(dest / WEIGHTS_FILE)
     dataset = dict(metrics["dataset"])
     if dataset.get("name") != config.data.dataset:
         dataset["loader"] = dataset.get("name")

@@ -55,21 +55,23 @@ class DynamicRouting(RoutingStrategy):
         # the softmax over the output capsules j runs along axis 1.
         u_hat = ops.einsum("bmi,mino->bnmo", inputs, kernel)
         u_hat_routing = ops.stop_gradient(u_hat) if self.stop_gradient else u_hat
-        logits = ops.zeros_like(u_hat[..., 0])
-        couplings = logits + 1.0 / n_out
+        if return_state:  # the b = 0 and c = 1/n_out of iteration 1, only for the record
+            zeros = ops.zeros_like(u_hat[..., 0])
+            history["logits"].append(zeros)
+            history["couplings"].append(zeros + 1.0 / n_out)
+        logits = None
         for t in range(1, self.iterations):
+            u = u_hat if t == self.iterations - 1 else u_hat_routing
+            agreement = ops.squeeze(ops.matmul(u_hat_routing, v[:, :, :, None]), axis=-1)
+            logits = agreement if logits is None else logits + agreement
+            couplings = ops.softmax(logits, axis=1)
+            v = squash(ops.squeeze(ops.matmul(couplings[:, :, None, :], u), axis=2))
             if return_state:
                 history["logits"].append(logits)
                 history["couplings"].append(couplings)
-            u = u_hat if t == self.iterations - 1 else u_hat_routing
-            logits = logits + ops.squeeze(ops.matmul(u_hat_routing, v[:, :, :, None]), axis=-1)
-            couplings = ops.softmax(logits, axis=1)
-            v = squash(ops.squeeze(ops.matmul(couplings[:, :, None, :], u), axis=2))
-            history["outputs"].append(v)
+                history["outputs"].append(v)
         if not return_state:
             return v
-        history["logits"].append(logits)
-        history["couplings"].append(couplings)
         state = {key: ops.stack(values, axis=0) for key, values in history.items()}
         for key in ("logits", "couplings"):  # public layout: (iterations, batch, n_in, n_out)
             state[key] = ops.transpose(state[key], (0, 1, 3, 2))
