@@ -178,6 +178,24 @@ class ModelConfig(_Section):
         """Number of capsule layers counting the primary capsules (2 for CapsNet2)."""
         return len(self.capsules) + 1
 
+    def param_count(self):
+        """Number of weights of the network this config builds, computed without building it
+        (what ``CapsNet(config).count_params()`` reports; a test holds the two equal)."""
+        h, w, c = self.input_shape
+        count = self.conv_kernel_size**2 * c * self.conv_filters + self.conv_filters
+        primary_filters = self.primary_types * self.primary_dim
+        count += self.primary_kernel_size**2 * self.conv_filters * primary_filters + primary_filters
+        n_in, d_in = self.primary_capsules, self.primary_dim
+        for n_out, d_out in zip(self.capsules, self.capsule_dims, strict=True):
+            count += n_in * d_in * n_out * d_out
+            n_in, d_in = n_out, d_out
+        if self.decoder:
+            width = n_in * d_in
+            for units in (*self.decoder_units, h * w * c):
+                count += width * units + units
+                width = units
+        return count
+
     def routing_strategy(self):
         """The routing strategy this config asks for, given only the arguments it takes."""
         if self.routing not in _REGISTRY:

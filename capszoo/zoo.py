@@ -21,6 +21,7 @@ from pathlib import Path
 
 from capszoo.config import load_config, zoo_names
 from capszoo.data import sha256_file
+from capszoo.routing.base import routing_parameters
 
 ENV_WEIGHTS_DIR = "CAPSZOO_WEIGHTS_DIR"
 WEIGHTS_FILE = "model.weights.h5"
@@ -71,14 +72,15 @@ def list_models(pattern="*", trained_only=False, as_frame=False):
     for name in names:
         config, card = load_config(name), cards[name]
         model = config.model
+        takes = routing_parameters(model.routing)
         rows.append({
             "name": name,
             "dataset": config.data.dataset,
             "depth": model.depth,
             "routing": model.routing,
-            "lam": model.lam if model.routing == "adaptive_lambda" else None,
-            "iterations": model.iterations if model.routing in ("dynamic", "adaptive") else None,
-            "params": card["params"] if card else None,
+            "lam": model.lam if "lam" in takes else None,
+            "iterations": model.iterations if "iterations" in takes else None,
+            "params": model.param_count(),
             "trained": card is not None,
             "test_accuracy": card["test_accuracy"] if card else None,
         })

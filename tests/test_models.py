@@ -42,6 +42,23 @@ def test_paper_models_shapes(factory, capsules, shape):
 def test_paper_capsnet2_parameter_count():
     # conv 9*9*1*256+256, primary 9*9*256*256+256, W 1152*8*10*16
     assert CapsNet2().count_params() == 20_992 + 5_308_672 + 1_474_560
+    assert ModelConfig().param_count() == 20_992 + 5_308_672 + 1_474_560
+
+
+@pytest.mark.parametrize("factory", [CapsNet2, CapsNet3, CapsNet4])
+@pytest.mark.parametrize("extra", [{}, {"decoder": True}, {"input_shape": (13, 11, 3), "capsule_dims": (5, 3, 4)}],
+                         ids=["plain", "decoder", "rgb-dims"])
+def test_param_count_without_building_equals_the_built_model(factory, extra):
+    extra = dict(extra)
+    if "capsule_dims" in extra:
+        extra["capsule_dims"] = extra["capsule_dims"][-len(tiny(factory).model_config.capsules):]
+    model = tiny(factory, **extra)
+    assert model.model_config.param_count() == model.count_params()
+
+
+def test_param_count_of_the_paper_capsnet4_on_32x32():
+    # the README's figure, from building the model once
+    assert ModelConfig(input_shape=(32, 32, 3), capsules=(256, 32, 10)).param_count() == 74_659_072
 
 
 @pytest.mark.parametrize("factory", [CapsNet2, CapsNet3, CapsNet4])

@@ -24,6 +24,38 @@ def test_list_models_names_patterns_and_frame():
     assert np.isnan(ara.iterations) or ara.iterations is None
 
 
+ZOO_DATASETS = {"digits": "digits", "mnist": "mnist", "fashion-mnist": "fashion_mnist", "cifar10": "cifar10",
+                "svhn": "svhn_cropped"}
+ZOO_FAMILIES = {"ara": ("adaptive_lambda", 2), "dra": ("dynamic", 2), "uniform": ("uniform", 2),
+                "ara3": ("adaptive_lambda", 3), "ara4": ("adaptive_lambda", 4), "dra3": ("dynamic", 3),
+                "dra4": ("dynamic", 4)}
+
+
+def test_every_zoo_entry_exists_and_matches_its_name():
+    expected = {f"{family}-{dataset}" for family in ZOO_FAMILIES for dataset in ZOO_DATASETS}
+    assert set(capszoo.list_models()) == expected
+    for name in expected:
+        family, dataset = name.split("-", 1)
+        config, (routing, depth) = config_module.load_config(name), ZOO_FAMILIES[family]
+        assert (config.data.dataset, config.model.routing, config.model.depth) == \
+            (ZOO_DATASETS[dataset], routing, depth), name
+        assert config.model.iterations == 3 or routing != "dynamic", name
+        assert config.data.shift_pixels == (2 if dataset in ("cifar10", "svhn") else 0), name
+        if dataset != "digits":  # the paper's architecture and recipe
+            defaults = config_module.ModelConfig(input_shape=config.model.input_shape)
+            assert (config.model.conv_filters, config.model.primary_types) == (256, 32), name
+            assert config.model.capsules == {2: (10,), 3: (256, 10), 4: (256, 32, 10)}[depth], name
+            assert config.model.primary_capsules == defaults.primary_capsules
+            assert (config.training.batch_size, config.training.learning_rate, config.training.lr_decay) == \
+                (128, 1e-3, 0.95), name
+
+
+def test_list_models_frame_gives_params_of_untrained_entries():
+    frame = capszoo.list_models("*4-cifar10", as_frame=True).set_index("name")
+    assert frame.loc["ara4-cifar10", "params"] == 74_659_072
+    assert frame.loc["dra4-cifar10", "iterations"] == 3 and not frame.trained.any()
+
+
 def test_unknown_and_untrained_entries(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown model or config 'ara-mnsit'.*did you mean ara-mnist"):
         capszoo.load("ara-mnsit")

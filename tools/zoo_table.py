@@ -14,6 +14,7 @@ from pathlib import Path
 
 from capszoo import zoo
 from capszoo.config import load_config
+from capszoo.routing.base import routing_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
@@ -33,15 +34,16 @@ def table():
     for name in zoo.list_models():
         config, card = load_config(name), zoo.read_card(name)
         model = config.model
-        setting = {"adaptive_lambda": f"λ = {model.lam:g}", "dynamic": f"r = {model.iterations}",
-                   "adaptive": f"r = {model.iterations}"}.get(model.routing, "–")
+        takes = routing_parameters(model.routing)
+        setting = ", ".join([f"λ = {model.lam:g}"] * ("lam" in takes) +
+                            [f"r = {model.iterations}"] * ("iterations" in takes)) or "–"
         if card:
             cpu = card["hardware"]["cpu"].replace("(R)", "").replace("(TM)", "")
             measured = (f"**{100 * card['test_accuracy']:.2f} %** ({card['epochs']} epochs, "
                         f"{card['hardware']['cpu_count']} × {cpu})")
-            params = f"{card['params']:,}"
         else:
-            measured, params = "not trained yet", "–"
+            measured = "not trained yet"
+        params = f"{model.param_count():,}"
         paper = PAPER.get((model.routing, config.data.dataset)) if model.depth == 2 and \
             model.conv_filters == 256 else None
         lines.append(f"| `{name}` | {config.data.dataset} | {model.depth} | {model.routing} | {setting} | {params} | "
