@@ -110,6 +110,56 @@ def cmd_train(args):
     return 0
 
 
+def _trial_line(values, metrics, objective):
+    settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+                         if v is not None)
+    return (f"trial: {settings or 'base config'} -> {objective} {metrics.get(objective, float('nan')):.4f} "
+            f"(best epoch {metrics['best_epoch']:.0f} of {metrics['epochs']:.0f}, {metrics['seconds']:.0f} s)")
+
+
+def cmd_tune(args):
+    import os
+
+    from capszoo import tuning
+    from capszoo.config import load_config
+
+    config = load_config(args.config).with_overrides(data_dir=args.data_dir)
+    role = args.distributed
+    if role:
+        host, _, port = args.oracle.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--oracle must be HOST:PORT, got {args.oracle!r}")
+        tuner_id = "chief" if role == "chief" else (args.tuner_id or f"worker-{os.getpid()}")
+        if role == "worker" and "chief" in tuner_id:
+            raise ValueError(f"--tuner-id {tuner_id!r}: a worker's id must not contain 'chief'")
+        os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port, KERASTUNER_TUNER_ID=tuner_id)
+    objective = config.search.objective
+
+    def progress(values, metrics):
+        print(_trial_line(values, metrics, objective), flush=True)
+
+    tuner = tuning.search(config, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
+                          subset=args.subset, directory=args.directory, resume=args.resume,
+                          overwrite=args.overwrite, progress=progress, joining=role == "worker")
+    if role == "worker":
+        print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: search finished", flush=True)
+    else:
+        frame = tuning.results_frame(tuner)
+        print(frame.to_string(index=False))
+        columns = [c for c in (args.rows, args.columns) if c in frame.columns]
+        if len(columns) == 2:
+            print()
+            print(tuning.to_markdown(tuning.pivot(frame, rows=args.rows, columns=args.columns)))
+        if args.csv:
+            frame.to_csv(args.csv, index=False)
+        if args.export_best:
+            print(f"best trial exported to {tuning.export_best(tuner, args.export_best)}")
+    if role:  # keras-tuner's gRPC threads keep a distributed process alive after the search
+        sys.stdout.flush()
+        os._exit(0)
+    return 0
+
+
 def cmd_eval(args):
     import json
 
@@ -217,6 +267,31 @@ def build_parser():
                        help="tf.distribute strategy (TensorFlow backend)")
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress: 0, 1 bar, 2 line")
     train.set_defaults(func=cmd_train)
+
+    tune = commands.add_parser(
+        "tune", help="hyperparameter search over the config's [search] space (keras-tuner)",
+        description="Search the [search] space of a config (λ, iterations, routing, depth, learning rate) with "
+                    "keras-tuner, maximising validation accuracy; prints a line per trial, then the results "
+                    "and the depth x λ table.")
+    tune.add_argument("config", metavar="CONFIG_OR_NAME", help="a .toml config with a [search] table")
+    tune.add_argument("--tuner", choices=["grid", "random", "bayesian", "hyperband"], default="random")
+    tune.add_argument("--max-trials", type=int, default=10, help="trials at most (not hyperband; default 10)")
+    tune.add_argument("--epochs", type=int, default=2, help="epochs per trial (hyperband: the most; default 2)")
+    tune.add_argument("--subset", type=int, help="use only the first K training examples")
+    tune.add_argument("--directory", default="tuning", help="keras-tuner directory (default tuning/)")
+    tune.add_argument("--resume", action="store_true", help="continue the search already in --directory")
+    tune.add_argument("--overwrite", action="store_true", help="discard the search already in --directory")
+    tune.add_argument("--data-dir", help="offline folder of .npz datasets")
+    tune.add_argument("--rows", default="depth", help="hyperparameter of the summary table's rows (default depth)")
+    tune.add_argument("--columns", default="lam", help="hyperparameter of its columns (default lam)")
+    tune.add_argument("--csv", help="write the per-trial results to this CSV file")
+    tune.add_argument("--export-best", metavar="DIR",
+                      help="write the best trial's config.toml and model.weights.h5 to DIR")
+    tune.add_argument("--distributed", choices=["chief", "worker"],
+                      help="keras-tuner's distributed mode: the chief runs the oracle, workers run trials")
+    tune.add_argument("--oracle", default="127.0.0.1:8000", help="the chief's HOST:PORT (default 127.0.0.1:8000)")
+    tune.add_argument("--tuner-id", help="a worker's unique id (default worker-PID)")
+    tune.set_defaults(func=cmd_tune)
 
     model_help = "a run folder (holding config.toml and model.weights.h5), or a config/zoo name with --weights"
     evaluate = commands.add_parser("eval", help="evaluate a trained model on its dataset",

@@ -2,7 +2,8 @@
 
 ``Config`` has three sections, each a frozen dataclass: ``model`` (:class:`ModelConfig`, which
 describes a capsule network completely and is what a saved ``.keras`` model carries), ``data``
-(:class:`DataConfig`) and ``training`` (:class:`TrainingConfig`). A zoo entry is a TOML file with
+(:class:`DataConfig`) and ``training`` (:class:`TrainingConfig`), plus an optional ``search``
+(:class:`SearchConfig`: what :mod:`capszoo.tuning` varies). A zoo entry is a TOML file with
 ``[model]``, ``[data]`` and ``[training]`` tables. Invalid values and unknown keys raise
 ``ValueError`` naming the key (``model.lam``, ``training.epochs``, ...).
 """
@@ -325,15 +326,121 @@ class TrainingConfig(_Section):
 
 
 
+_RANGE_KEYS = {"min", "max", "step", "sampling"}
+
+
+def _search_values(key, value, check):
+    """A search dimension: ``None`` (fixed by the base config), a list (``hp.Choice``) or a range
+    table ``{min, max, step?, sampling?}`` (``hp.Float`` / ``hp.Int``). ``check`` validates one value."""
+    name = f"search.{key}"
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{name} must list at least one value")
+        values = tuple(check(name, v) for v in value)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} lists a value twice: {list(value)}")
+        return values
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - _RANGE_KEYS)
+        if unknown or not {"min", "max"} <= set(value):
+            raise ValueError(f"{name} as a range is a table with min, max and optionally step, sampling; "
+                             f"got {sorted(value)}")
+        low, high = check(name, value["min"]), check(name, value["max"])
+        if isinstance(low, str) or not low < high:
+            raise ValueError(f"{name}: a range needs numbers with min < max, got {value!r}")
+        sampling = _choice("sampling", value.get("sampling", "linear"), ("linear", "log", "reverse_log"), name)
+        spec = {"min": low, "max": high, "sampling": sampling}
+        if "step" in value:
+            spec["step"] = _number("step", value["step"], name, 0.0, low_open=True)
+        return spec
+    raise ValueError(f"{name} must be a list of values or a {{min, max}} table, got {value!r}")
+
+
+def _positive_float(name, value):
+    return _number(name.split(".", 1)[1], value, "search", 0.0, low_open=True)
+
+
+def _at_least_one(name, value):
+    return _positive_int(name.split(".", 1)[1], value, "search")
+
+
+def _routing_name(name, value):
+    if value not in _REGISTRY:
+        raise ValueError(f"{name}: unknown routing {value!r}; available: {', '.join(available_routings())}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(_Section):
+    """What a hyperparameter search (:mod:`capszoo.tuning`) varies; anything left out is fixed
+    by the rest of the config. Each dimension is a list (``hp.Choice``) or a range table
+    ``{min = .., max = .., step = .., sampling = "log"}`` (``hp.Float``/``hp.Int``).
+
+    Attributes:
+        routing: routing algorithms to compare.
+        lam: the gradient coefficient λ (only for routings that take it: ``adaptive_lambda``).
+        iterations: routing iterations (only for routings that take them: ``dynamic``, ``adaptive``).
+        depth: capsule layers counting the primary capsules, 2 to ``2 + len(hidden_capsules)``.
+        learning_rate: Adam's initial learning rate.
+        hidden_capsules: capsule counts of the intermediate layers a deeper net gets, in order:
+            the papers' ``[256, 32]`` (CapsNet3 adds 256, CapsNet4 256 and 32).
+        hidden_dim: their capsule dimension.
+        objective: the validation metric to maximise (``val_accuracy``).
+    """
+
+    section: ClassVar[str] = "search"
+
+    routing: Any = None
+    lam: Any = None
+    iterations: Any = None
+    depth: Any = None
+    learning_rate: Any = None
+    hidden_capsules: tuple[int, ...] = (256, 32)
+    hidden_dim: int = 16
+    objective: str = "val_accuracy"
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "routing", _search_values("routing", self.routing, _routing_name))
+        if isinstance(self.routing, dict):
+            raise ValueError("search.routing must be a list of routing names")
+        for key, check in (("lam", _positive_float), ("learning_rate", _positive_float),
+                           ("iterations", _at_least_one), ("depth", _at_least_one)):
+            set_(self, key, _search_values(key, getattr(self, key), check))
+        set_(self, "hidden_capsules", _int_tuple("hidden_capsules", self.hidden_capsules, section="search"))
+        set_(self, "hidden_dim", _positive_int("hidden_dim", self.hidden_dim, "search"))
+        if not isinstance(self.objective, str) or not self.objective.startswith("val_"):
+            raise ValueError(f"search.objective must name a validation metric (val_...), got {self.objective!r}")
+        deepest = 2 + len(self.hidden_capsules)
+        depths = self.depth if isinstance(self.depth, tuple) else (self.depth or {"min": 2, "max": 2}).values()
+        bad = [d for d in depths if isinstance(d, int) and not 2 <= d <= deepest]
+        if bad:
+            raise ValueError(f"search.depth must be between 2 and {deepest} (2 + len(search.hidden_capsules)), "
+                             f"got {bad[0]}")
+
+    @property
+    def searched(self):
+        """Names of the dimensions this search varies."""
+        return [k for k in ("routing", "lam", "iterations", "depth", "learning_rate") if getattr(self, k) is not None]
+
+    def to_dict(self):
+        data = super().to_dict()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if v is not None}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """A whole experiment: ``name``, ``description``, ``model``, ``data``, ``training``."""
+    """A whole experiment: ``name``, ``description``, ``model``, ``data``, ``training`` and an
+    optional ``search`` space for :mod:`capszoo.tuning`."""
 
     name: str = "unnamed"
     description: str = ""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def __post_init__(self):
         for key in ("name", "description"):
@@ -342,6 +449,12 @@ class Config:
         object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         object.__setattr__(self, "data", DataConfig.from_dict(self.data))
         object.__setattr__(self, "training", TrainingConfig.from_dict(self.training))
+        object.__setattr__(self, "search", SearchConfig.from_dict(self.search))
+        routings = self.search.routing or (self.model.routing,)
+        for key in ("lam", "iterations"):
+            if getattr(self.search, key) is not None and not any(key in routing_parameters(r) for r in routings):
+                raise ValueError(f"search.{key} is given but no routing searched ({', '.join(routings)}) takes "
+                                 f"{key}: add one that does to search.routing")
         native = DATASET_SHAPES[self.data.dataset]
         if self.data.resize == "pad" and any(s < n for s, n in zip(self.data.image_shape, native, strict=True)):
             raise ValueError(f"data.image_size {list(self.data.image_size)} is smaller than {self.data.dataset}'s "
@@ -362,8 +475,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
-        return {"name": self.name, "description": self.description, "model": self.model.to_dict(),
+        data = {"name": self.name, "description": self.description, "model": self.model.to_dict(),
                 "data": self.data.to_dict(), "training": self.training.to_dict()}
+        if self.search != SearchConfig():  # most configs search nothing: keep their TOML short
+            data["search"] = self.search.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data):
@@ -371,7 +487,7 @@ class Config:
             return data
         if not isinstance(data, dict):
             raise ValueError(f"a config is a table/dict, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"name", "description", "model", "data", "training"})
+        unknown = sorted(set(data) - {"name", "description", "model", "data", "training", "search"})
         if unknown:
             raise ValueError(f"unknown config key(s) or table(s): {', '.join(unknown)}")
         return cls(**data)
@@ -404,7 +520,8 @@ class Config:
         return dump_toml(self.to_dict())
 
     def sha256(self):
-        """Hash of the model, data and training sections (not name/description): identifies a recipe."""
+        """Hash of the model, data and training sections (not name, description or search):
+        identifies a recipe."""
         payload = {k: v for k, v in self.to_dict().items() if k in ("model", "data", "training")}
         payload["data"] = {k: v for k, v in payload["data"].items() if k not in ("data_dir", "source")}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -56,13 +56,14 @@ def compile_model(model, config: Config):
     t = config.training
     margin = MarginLoss(t.m_plus, t.m_minus, t.down_weight)
     optimizer = keras.optimizers.Adam(t.learning_rate)
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")  # logs: accuracy, val_accuracy
     if config.model.decoder:
         model.compile(optimizer=optimizer,
                       loss={"class_scores": margin, "reconstruction": ReconstructionLoss()},
                       loss_weights={"class_scores": 1.0, "reconstruction": t.reconstruction_weight},
-                      metrics={"class_scores": ["sparse_categorical_accuracy"]})
+                      metrics={"class_scores": [accuracy]})
     else:
-        model.compile(optimizer=optimizer, loss=margin, metrics=["sparse_categorical_accuracy"])
+        model.compile(optimizer=optimizer, loss=margin, metrics=[accuracy])
     return model
 
 
@@ -292,7 +293,7 @@ def evaluate(model, config, data_dir=None, split="test", splits=None):
     if not model.compiled:
         compile_model(model, config)
     results = model.evaluate(make_dataset(*arrays, config, training=False), verbose=0, return_dict=True)
-    accuracy = next(v for k, v in results.items() if k.endswith("sparse_categorical_accuracy"))
+    accuracy = next(v for k, v in results.items() if k == "accuracy" or k.endswith("_accuracy"))
     return {"accuracy": float(accuracy), "loss": float(results["loss"]), "examples": int(len(arrays[1])),
             "split": split}
 

@@ -1,0 +1,253 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras_tuner
+import pandas as pd
+import pytest
+
+from capszoo import tuning
+from capszoo.cli import main
+from capszoo.config import Config, SearchConfig, load_config, tomllib
+from tests.conftest import TINY_DIGITS_TOML
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GRID = """
+[search]
+lam = [0.001, 3.0]
+depth = [2, 3]
+hidden_capsules = [6]
+hidden_dim = 4
+"""
+
+
+@pytest.fixture
+def search_config(tmp_path):
+    path = tmp_path / "tiny-search.toml"
+    path.write_text(TINY_DIGITS_TOML + GRID)
+    return path
+
+
+def config_with(search):
+    return Config.from_dict({**tomllib.loads(TINY_DIGITS_TOML), "search": search})
+
+
+# ---- the search space in the config ----
+
+@pytest.mark.parametrize("search, message", [
+    ({"lam": [0.0, 1.0]}, r"search.lam must be > 0"),
+    ({"lam": []}, r"search.lam must list at least one value"),
+    ({"lam": [1.0, 1.0]}, r"search.lam lists a value twice"),
+    ({"iterations": [0, 2], "routing": ["dynamic"]}, r"search.iterations must be an integer >= 1"),
+    ({"depth": [2, 5]}, r"search.depth must be between 2 and 4"),
+    ({"routing": ["dynamc"]}, r"search.routing: unknown routing 'dynamc'"),
+    ({"lam": {"min": 3.0, "max": 1.0}}, r"min < max"),
+    ({"lam": {"min": 0.1}}, r"a table with min, max"),
+    ({"lam": {"min": 0.1, "max": 1.0, "sampling": "exp"}}, r"search.lam.sampling must be one of"),
+    ({"iterations": [1, 3]}, r"search.iterations is given but no routing searched \(adaptive_lambda\) takes"),
+    ({"objective": "accuracy"}, r"search.objective must name a validation metric"),
+    ({"lamda": [1.0]}, r"unknown search config key\(s\): search.lamda"),
+])
+def test_bad_search_spaces_are_refused_naming_the_key(search, message):
+    with pytest.raises(ValueError, match=message):
+        config_with(search)
+
+
+def test_search_table_round_trips_through_toml_and_leaves_the_recipe_hash_alone(tmp_path):
+    plain = config_with({})
+    searched = config_with({"lam": {"min": 1e-3, "max": 4.0, "sampling": "log"}, "depth": [2, 3]})
+    assert searched.sha256() == plain.sha256() and "search" not in plain.to_dict()
+    path = tmp_path / "c.toml"
+    path.write_text(searched.to_toml())
+    again = Config.from_toml(path)
+    assert again.search == searched.search and again.search.searched == ["lam", "depth"]
+
+
+def test_trial_config_applies_depth_lambda_routing_and_learning_rate():
+    base = config_with({"depth": [2, 3, 4], "routing": ["dynamic", "adaptive_lambda"], "lam": [1.0],
+                        "hidden_capsules": [6, 5], "hidden_dim": 3})
+    deep = tuning.trial_config(base, {"depth": 4, "routing": "dynamic", "lam": None, "learning_rate": 0.01})
+    assert deep.model.capsules == (6, 5, 10) and deep.model.capsule_dims == (3, 3, 4)
+    assert (deep.model.routing, deep.model.lam, deep.training.learning_rate) == ("dynamic", 3.0, 0.01)
+    shallow = tuning.trial_config(base, {"depth": 2, "routing": "adaptive_lambda", "lam": 1.0})
+    assert shallow.model.capsules == (10,) and shallow.model.lam == 1.0
+
+
+def test_conditional_hyperparameters_follow_the_routing():
+    base = config_with({"routing": ["dynamic", "adaptive_lambda", "uniform"], "lam": [0.1, 2.0],
+                        "iterations": {"min": 1, "max": 4}})
+    model = tuning.CapsNetHyperModel(base)
+    hp = keras_tuner.HyperParameters()
+    model.values(hp)
+    names = {h.name: h for h in hp.space}
+    assert set(names) == {"routing", "lam", "iterations"}
+    assert names["lam"].conditions[0].values == ["adaptive_lambda"]
+    assert names["iterations"].conditions[0].values == ["dynamic"]
+    for routing, active in [("dynamic", {"iterations"}), ("adaptive_lambda", {"lam"}), ("uniform", set())]:
+        trial_hp = hp.copy()
+        trial_hp.values["routing"] = routing
+        trial_hp.ensure_active_values()  # as the oracle does for a new trial
+        values = model.values(trial_hp)
+        assert {k for k in ("lam", "iterations") if values[k] is not None} == active, (routing, values)
+        assert values["lam"] in (None, 0.1, 2.0) and values["iterations"] in (None, 1, 2, 3, 4)
+
+
+def test_make_tuner_picks_each_tuner_by_name(search_config, tmp_path):
+    kinds = {"grid": tuning.GridSearch, "random": keras_tuner.RandomSearch,
+             "bayesian": keras_tuner.BayesianOptimization, "hyperband": keras_tuner.Hyperband}
+    for name, cls in kinds.items():
+        tuner = tuning.make_tuner(search_config, name, max_trials=2, epochs=2, directory=tmp_path / name)
+        assert isinstance(tuner, cls) and tuner.oracle.objective.name == "val_accuracy"
+        assert tuner.oracle.objective.direction == "max"
+    with pytest.raises(ValueError, match="unknown tuner 'optuna'"):
+        tuning.make_tuner(search_config, "optuna")
+    continuous = config_with({"lam": {"min": 1e-3, "max": 4.0, "sampling": "log"}})
+    with pytest.raises(ValueError, match="grid tuner needs a finite grid: give search.lam as a list"):
+        tuning.make_tuner(continuous, "grid")
+    with pytest.raises(ValueError, match="has no \\[search\\] table"):
+        tuning.make_tuner(config_with({}), "random")
+
+
+def test_best_epoch_metrics_picks_the_best_finite_epoch():
+    history = {"val_accuracy": [0.5, float("nan"), 0.7, 0.6], "loss": [4.0, 3.0, 2.0, 1.0]}
+    assert tuning.best_epoch_metrics(history, "val_accuracy") == {"val_accuracy": 0.7, "loss": 2.0,
+                                                                  "best_epoch": 3.0}
+    with pytest.raises(ValueError, match="'val_acc' was not logged"):
+        tuning.best_epoch_metrics(history, "val_acc")
+
+
+def test_markdown_pivot_in_the_papers_layout():
+    frame = pd.DataFrame({"trial": ["0", "1", "2", "3", "4"], "status": ["COMPLETED"] * 4 + ["FAILED"],
+                          "lam": [0.001, 3.0, 0.001, 3.0, 1.0], "depth": [2, 2, 3, 3, 3],
+                          "val_accuracy": [0.1, 0.9, 0.12, 0.8, 0.99]})
+    table = tuning.pivot(frame, rows="depth", columns="lam")
+    assert table.loc[2, 3.0] == 0.9 and 1.0 not in table.columns  # failed trials are left out
+    assert tuning.to_markdown(table).splitlines() == [
+        "| depth \\ lam | 0.001 | 3 |", "|---|---|---|", "| 2 | 10.00 | 90.00 |", "| 3 | 12.00 | 80.00 |"]
+    with pytest.raises(ValueError, match="no 'iterations' hyperparameter"):
+        tuning.pivot(frame, rows="iterations")
+
+
+# ---- real (tiny) searches ----
+
+def test_grid_search_runs_every_point_once_and_exports_the_best(search_config, tmp_path, capsys):
+    lines = []
+    tuner = tuning.search(search_config, "grid", max_trials=10, epochs=1, subset=300, directory=tmp_path / "tune",
+                          progress=lambda values, metrics: lines.append((values, metrics)))
+    frame = tuning.results_frame(tuner)
+    assert len(frame) == 4 and (frame.status == "COMPLETED").all() and len(lines) == 4
+    assert sorted(zip(frame.lam, frame.depth, strict=True)) == [(0.001, 2), (0.001, 3), (3.0, 2), (3.0, 3)]
+    assert list(frame.columns[:4]) == ["trial", "status", "lam", "depth"]
+    assert (frame.epochs == 1).all() and (frame.seconds > 0).all() and frame.val_accuracy.between(0, 1).all()
+    on_disk = tuning.results_frame(tmp_path / "tune")  # the parent folder holds one project: found
+    pd.testing.assert_frame_equal(on_disk, frame)
+    best = frame.loc[frame.val_accuracy.idxmax()]
+
+    # Again on the same folder: refused, or with resume nothing is re-run.
+    with pytest.raises(ValueError, match="already holds a search: pass resume=True"):
+        tuning.search(search_config, "grid", epochs=1, subset=300, directory=tmp_path / "tune")
+    again = tuning.search(search_config, "grid", max_trials=10, epochs=1, subset=300, directory=tmp_path / "tune",
+                          resume=True, progress=lambda values, metrics: lines.append(values))
+    assert len(lines) == 4 and len(tuning.results_frame(again)) == 4
+
+    out = tuning.export_best(tuner, tmp_path / "best")
+    config = load_config(out / "config.toml")
+    assert (config.model.lam, config.model.depth) == (best.lam, best.depth)
+    assert config.training.epochs == 1 and config.search == SearchConfig()
+    assert json.loads((out / "trial.json").read_text())["score"] == pytest.approx(best.val_accuracy)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--split", "validation"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(best.val_accuracy, abs=1e-6)
+
+
+def test_random_and_hyperband_searches_complete(search_config, tmp_path):
+    random = tuning.search(search_config, "random", max_trials=2, epochs=1, subset=200, directory=tmp_path)
+    assert len(tuning.results_frame(random)) == 2
+    band = tuning.search(search_config, "hyperband", epochs=2, subset=200, directory=tmp_path / "hb")
+    frame = tuning.results_frame(band)
+    assert len(frame) >= 2 and (frame.status == "COMPLETED").all() and frame.epochs.max() <= 2
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "capszoo", "tune", *map(str, args)]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")}
+    return {**env, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _trial_states(project):
+    states = {}
+    for path in project.glob("trial_*/trial.json"):
+        try:
+            states[path.parent.name] = json.loads(path.read_text())["status"]
+        except (json.JSONDecodeError, KeyError):  # keras-tuner is writing it right now
+            continue
+    return states
+
+
+def test_cli_search_killed_mid_run_resumes_where_it_stopped(search_config, tmp_path):
+    project = tmp_path / "tune" / "tiny-search"
+    args = [search_config, "--tuner", "grid", "--epochs", "1", "--subset", "300", "--directory", tmp_path / "tune"]
+    first = subprocess.Popen(_cli(*args), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+    deadline = time.time() + 240
+    while _trial_states(project).get("trial_00") != "COMPLETED":
+        assert first.poll() is None and time.time() < deadline, "the search ended or hung before its first trial"
+        time.sleep(0.1)
+    done_before = {t for t, s in _trial_states(project).items() if s == "COMPLETED"}
+    kept = {t: (project / t / "trial.json").read_text() for t in done_before}
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert len(done_before) < 4
+
+    refused = subprocess.run(_cli(*args), cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert refused.returncode == 2 and "already holds a search: pass resume=True (--resume)" in refused.stderr
+    second = subprocess.run(_cli(*args, "--resume", "--csv", tmp_path / "trials.csv"), cwd=tmp_path, env=_env(),
+                            capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stderr[-2000:]
+    ran_again = [line for line in second.stdout.splitlines() if line.startswith("trial:")]
+    assert len(ran_again) == 4 - len(done_before)  # finished trials are not run again
+    assert all((project / t / "trial.json").read_text() == text for t, text in kept.items())
+    frame = pd.read_csv(tmp_path / "trials.csv")
+    assert len(frame) == 4 and (frame.status == "COMPLETED").all()
+    assert "| depth \\ lam | 0.001 | 3 |" in second.stdout
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_search_with_a_chief_and_two_workers(search_config, tmp_path):
+    oracle = f"127.0.0.1:{_free_port()}"
+    args = [search_config, "--tuner", "grid", "--epochs", "1", "--subset", "200", "--directory", tmp_path / "tune",
+            "--distributed"]
+    chief = subprocess.Popen(_cli(*args, "chief", "--oracle", oracle, "--csv", tmp_path / "all.csv"), cwd=tmp_path,
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen(_cli(*args, "worker", "--oracle", oracle, "--tuner-id", f"worker{i}"), cwd=tmp_path,
+                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    processes = [chief, *workers]
+    try:
+        outputs = [p.communicate(timeout=420)[0] for p in processes]
+    finally:
+        for p in processes:  # keras-tuner's processes may not exit by themselves: never leave one behind
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in processes] == [0, 0, 0], outputs
+    trials = [line.split(" -> ")[0] for out in outputs[1:] for line in out.splitlines() if line.startswith("trial:")]
+    assert len(trials) == 4 and len(set(trials)) == 4  # every grid point once, spread over the workers
+    frame = pd.read_csv(tmp_path / "all.csv")  # the chief's results frame
+    assert len(frame) == 4 and (frame.status == "COMPLETED").all()
+    assert sorted(zip(frame.lam, frame.depth, strict=True)) == [(0.001, 2), (0.001, 3), (3.0, 2), (3.0, 3)]
