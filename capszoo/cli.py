@@ -160,6 +160,60 @@ def cmd_tune(args):
     return 0
 
 
+def cmd_analyze(args):
+    from pathlib import Path
+
+    from capszoo import analysis
+    from capszoo.data import sample
+
+    out = Path(args.out)
+    kind = args.analysis
+    if kind == "distribution":
+        frame, state = analysis.distribution(args.inputs, args.outputs, args.iterations, args.seed)
+        figure = analysis.plot_distribution(frame, state, out / "distribution.png")
+        summary = analysis.polarization(state).iloc[[0, -1]]
+    elif kind == "gradients":
+        from capszoo.config import load_config
+
+        if not args.model:
+            raise ValueError("analyze gradients needs MODEL: a config, zoo name or run folder (its data, widths)")
+        folder = Path(args.model)
+        config = load_config(folder / "config.toml" if folder.is_dir() else args.model)
+        config = config.with_overrides(data_dir=args.data_dir)
+        images, labels = sample(config, args.images)
+        frame, grads = analysis.gradients(config, images, labels, depths=args.depths, routings=args.routings,
+                                          seed=args.seed)
+        figure = analysis.plot_gradients(frame, grads, out / "gradients.png")
+        summary = frame
+    else:
+        if kind == "energy" and args.random:
+            predictions = analysis.random_predictions(args.images, args.inputs, args.outputs, args.dim, args.seed)
+            state, labels = analysis.trace_predictions(predictions, args.iterations), None
+        else:
+            if not args.model:
+                raise ValueError(f"analyze {kind} needs MODEL (a run folder or trained zoo entry)"
+                                 + (", or --random" if kind == "energy" else ""))
+            from capszoo.runs import load_trained
+
+            model, config = load_trained(args.model, weights=args.weights)
+            images, labels = sample(config.with_overrides(data_dir=args.data_dir), args.images)
+            state = analysis.model_trace(model, images, args.iterations, args.layer)
+        if kind == "energy":
+            frame = analysis.energy(state)
+            figure = analysis.plot_energy(frame, out / "energy.png")
+            summary = frame[["iteration", "total"]]
+            print(f"energy ever increased: {frame.attrs['ever_increased']}")
+        else:
+            frame = analysis.polarization(state)
+            largest = analysis.top_couplings(state, labels, args.top)
+            figure = analysis.plot_couplings(frame, largest, out / "couplings.png", state["couplings"].shape[-1])
+            summary = frame
+    frame.to_csv(out / f"{kind}.csv", index=False)
+    print(summary.to_string(index=False))
+    print(f"wrote {figure} and {out / f'{kind}.csv'}")
+    return 0
+
+
 def cmd_eval(args):
     import json
 
@@ -293,6 +347,34 @@ def build_parser():
     tune.add_argument("--tuner-id", help="a worker's unique id (default worker-PID)")
     tune.set_defaults(func=cmd_tune)
 
+    analyze = commands.add_parser(
+        "analyze", help="routing analysis: energy, distribution, couplings, gradients (PNG + CSV)",
+        description="Routing analysis from the papers. energy: Ψ(C) per dynamic-routing iteration on a trained "
+                    "model's capsule layer (or random predictions); distribution: the 2-D experiment; couplings: "
+                    "polarization of c_ij and the largest couplings into the correct class; gradients: the "
+                    "first-convolution gradient of CapsNet2/3/4 with each routing on one real batch. Each writes "
+                    "OUT/KIND.png and OUT/KIND.csv.")
+    analyze.add_argument("analysis", choices=["energy", "distribution", "couplings", "gradients"], metavar="KIND",
+                         help="energy | distribution | couplings | gradients")
+    analyze.add_argument("model", metavar="MODEL", nargs="?",
+                         help="energy/couplings: a run folder or trained zoo entry; gradients: a config or zoo name")
+    analyze.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    analyze.add_argument("--out", default="analysis", help="folder for the PNG and CSV (default analysis/)")
+    analyze.add_argument("--iterations", type=int, default=None,
+                         help="routing iterations (default 20; couplings: 3)")
+    analyze.add_argument("--images", type=int, default=32, help="test images (or random examples) to use")
+    analyze.add_argument("--layer", type=int, default=-1, help="capsule layer to trace (default -1: the classes)")
+    analyze.add_argument("--random", action="store_true", help="energy on random predictions instead of a model")
+    analyze.add_argument("--inputs", type=int, default=64, help="random predictions: input capsules (default 64)")
+    analyze.add_argument("--outputs", type=int, default=3, help="random predictions: output capsules (default 3)")
+    analyze.add_argument("--dim", type=int, default=8, help="random predictions for energy: dimension (default 8)")
+    analyze.add_argument("--top", type=int, default=50, help="couplings: the largest N per image (default 50)")
+    analyze.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4], help="gradients: capsule layers")
+    analyze.add_argument("--routings", nargs="+", default=["dynamic", "adaptive_lambda"], help="gradients: routings")
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--data-dir", help="offline folder of .npz datasets")
+    analyze.set_defaults(func=cmd_analyze)
+
     model_help = "a run folder (holding config.toml and model.weights.h5), or a config/zoo name with --weights"
     evaluate = commands.add_parser("eval", help="evaluate a trained model on its dataset",
                                    description="Evaluate a trained model on the test (or validation) split.")
@@ -331,6 +413,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if getattr(args, "analysis", None) and args.iterations is None:
+        args.iterations = 3 if args.analysis == "couplings" else 20
     from capszoo.training import TrainingError
 
     try:

@@ -319,3 +319,16 @@ def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_ep
 
 def load_splits(config: Config) -> Splits:
     return split_arrays(load_arrays(config.data), config.data)
+
+
+def sample(config: Config, count, split="test"):
+    """The first ``count`` examples of a split, preprocessed for the model (no augmentation):
+    ``(images float32, labels int32)`` as NumPy arrays."""
+    splits = load_splits(config)
+    arrays = {"test": splits.test, "validation": splits.validation, "train": splits.train}.get(split)
+    if arrays is None:
+        raise ValueError(f"split must be test, validation (with data.validation_fraction > 0) or train, got {split!r}")
+    x, y = arrays[0][:count], arrays[1][:count]
+    batches = make_dataset(x, y, config, training=False).as_numpy_iterator()
+    images = np.concatenate([b["images"] if isinstance(b, dict) else b for b, _ in batches])
+    return images, y.astype(np.int32)

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from capszoo import analysis
+from capszoo.models import CapsNet2
+from tests.helpers import to_numpy
+
+pytestmark = pytest.mark.any_backend
+
+TINY = dict(input_shape=(12, 12, 1), conv_filters=8, conv_kernel_size=3, primary_types=4, primary_dim=4,
+            primary_kernel_size=3, capsules=(3,), capsule_dims=4, num_classes=3)
+
+
+def images(batch, seed=0):
+    return np.random.default_rng(seed).random((batch, 12, 12, 1)).astype("float32")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("clusters", [True, False])
+def test_energy_of_random_predictions_never_increases(seed, clusters):
+    predictions = analysis.random_predictions(3, n_in=40, n_out=4, dim=6, seed=seed, clusters=clusters)
+    state = analysis.trace_predictions(predictions, iterations=15)
+    np.testing.assert_allclose(state["predictions"], predictions, rtol=1e-6)  # routed exactly these vectors
+    np.testing.assert_allclose(state["couplings"].sum(axis=-1), 1.0, atol=1e-5)  # rows are stochastic
+    frame = analysis.energy(state)
+    assert list(frame.columns) == ["iteration", "total", "capsule_0", "capsule_1", "capsule_2", "capsule_3"]
+    assert frame.iteration.tolist() == list(range(1, 16))
+    assert not frame.attrs["ever_increased"] and np.all(np.diff(frame.total) <= 1e-4)
+    np.testing.assert_allclose(frame.filter(like="capsule_").sum(axis=1), frame.total, rtol=1e-5)
+
+
+def test_energy_matches_a_numpy_reference_at_uniform_couplings():
+    predictions = analysis.random_predictions(2, n_in=5, n_out=3, dim=4, seed=3)
+    frame = analysis.energy(analysis.trace_predictions(predictions, iterations=1))
+    s = predictions.sum(axis=1) / 3  # c_ij = 1/3 at iteration 1: s_j, shape (batch, n_out, d)
+    norm = np.linalg.norm(s, axis=-1)
+    expected = -(norm - np.arctan(norm)).sum(axis=-1).mean()
+    assert frame.total.iloc[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_polarization_starts_uniform_and_entropy_falls_with_iterations():
+    state = analysis.trace_predictions(analysis.random_predictions(2, n_in=50, n_out=4, dim=2, seed=0), 20)
+    frame = analysis.polarization(state)
+    first, last = frame.iloc[0], frame.iloc[-1]
+    assert first.entropy_normalized == pytest.approx(1.0) and first.max_coupling == pytest.approx(0.25)
+    assert first.near_0_or_1 == 0.0
+    assert np.all(np.diff(frame.entropy) <= 1e-6)  # couplings only polarize
+    assert last.entropy_normalized < 0.5 and last.max_coupling > 0.8 and last.near_0_or_1 > first.near_0_or_1
+
+
+def test_top_couplings_into_the_correct_class():
+    rng = np.random.default_rng(0)
+    couplings = rng.dirichlet(np.ones(3), size=(2, 7))  # (batch, n_in, n_out)
+    state = {"couplings": couplings[None]}
+    labels = np.array([2, 0])
+    largest = analysis.top_couplings(state, labels, top=4)
+    assert largest.shape == (2, 4)
+    np.testing.assert_allclose(largest[0], np.sort(couplings[0, :, 2])[-4:])
+    np.testing.assert_allclose(largest[1], np.sort(couplings[1, :, 0])[-4:])
+
+
+def test_model_trace_routes_a_trained_layer_and_checks_its_arguments():
+    model = CapsNet2(**TINY, routing="adaptive_lambda", lam=3.0)
+    state = analysis.model_trace(model, images(5), iterations=4)
+    assert state["couplings"].shape == (4, 5, model.model_config.primary_capsules, 3)
+    assert not analysis.energy(state).attrs["ever_increased"]
+    with pytest.raises(ValueError, match="layer 1 out of range: the model has 1 capsule layer"):
+        analysis.model_trace(model, images(2), layer=1)
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1"):
+        analysis.model_trace(model, images(2), iterations=0)
+    with pytest.raises(ValueError, match=r"predictions must be \(batch, n_in, n_out, d\)"):
+        analysis.trace_predictions(np.zeros((3, 4, 2)), 3)
+
+
+def test_conv_gradient_agrees_with_a_finite_difference():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = CapsNet2(**TINY, routing="adaptive_lambda", lam=3.0)
+    x, y = images(4), np.array([0, 1, 2, 1])
+    g = analysis.conv_gradient(model, x, y)
+    kernel = model.conv.kernel
+    assert g.shape == tuple(kernel.shape) and np.linalg.norm(g) > 0
+    from capszoo.ops import MarginLoss
+
+    w = to_numpy(kernel.value).astype("float64")
+    direction = g / np.linalg.norm(g)
+    h = 1e-2
+
+    def loss_at(weights):
+        kernel.assign(weights.astype("float32"))
+        return float(to_numpy(MarginLoss()(y, model(x))))
+
+    slope = (loss_at(w + h * direction) - loss_at(w - h * direction)) / (2 * h)
+    kernel.assign(w.astype("float32"))
+    assert slope == pytest.approx(np.linalg.norm(g), rel=0.05)
+
+
+def test_gradients_frame_over_depths_and_routings(tiny_config_path):
+    frame, grads = analysis.gradients(tiny_config_path, images(4), np.array([0, 1, 2, 3]), depths=(2, 3))
+    assert list(zip(frame.depth, frame.routing, strict=True)) == [
+        (2, "dynamic"), (2, "adaptive_lambda"), (3, "dynamic"), (3, "adaptive_lambda")]
+    assert set(grads) == {(2, "dynamic"), (2, "adaptive_lambda"), (3, "dynamic"), (3, "adaptive_lambda")}
+    assert (frame[frame.routing == "dynamic"].ratio_to_dynamic == 1.0).all()
+    # The adaptive-routing paper's point: through stacked layers, couplings starve the gradient.
+    deep = frame[frame.depth == 3].set_index("routing").norm
+    assert deep["adaptive_lambda"] > 10 * deep["dynamic"]
+    for row in frame.itertuples():
+        g = grads[(row.depth, row.routing)]
+        assert row.norm == pytest.approx(np.linalg.norm(g.astype("float64")))
+        assert row.min == g.min() and row.max == g.max()
+    with pytest.raises(ValueError, match="depth must be 2, 3 or 4"):
+        analysis.gradients(tiny_config_path, images(2), np.array([0, 1]), depths=(5,))

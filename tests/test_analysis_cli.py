@@ -1,0 +1,63 @@
+import pandas as pd
+import pytest
+
+from capszoo import analysis
+
+# The commands are backend-neutral glue over capszoo.analysis (tested on every backend in
+# test_analysis.py); these run on the default backend only, to keep the JAX run short.
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    saved = []
+    original = analysis._save
+
+    def record(fig, path):
+        saved.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(analysis, "_save", record)
+    return saved
+
+
+def _check_figure(fig):
+    axes = fig.get_axes()
+    assert axes and all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in axes)
+    assert all(ax.get_legend() is not None for ax in axes)
+
+
+@pytest.mark.parametrize("argv", [
+    ["energy", "--random", "--images", "2", "--iterations", "6"],
+    ["distribution", "--inputs", "20", "--iterations", "8"],
+    ["couplings", "RUN", "--images", "8"],
+    ["energy", "RUN", "--images", "4", "--iterations", "5"],
+    ["gradients", "CONFIG", "--images", "4", "--depths", "2", "3"],
+])
+def test_each_analyze_command_writes_a_labelled_png_and_a_csv(argv, tmp_path, tiny_config_path, figures, capsys):
+    from capszoo.cli import main
+
+    if "RUN" in argv or "CONFIG" in argv:
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "config.toml").write_text(tiny_config_path.read_text())
+        from capszoo.config import load_config
+        from capszoo.training import build_model, save_model_weights
+
+        config = load_config(tiny_config_path)
+        save_model_weights(build_model(config), config, run / "model.weights.h5")
+        argv = [str(run) if a in ("RUN", "CONFIG") else a for a in argv]
+    out = tmp_path / "out"
+    assert main(["analyze", *argv, "--out", str(out)]) == 0
+    kind = argv[0]
+    assert (out / f"{kind}.png").stat().st_size > 1000
+    frame = pd.read_csv(out / f"{kind}.csv")
+    assert len(frame) > 0 and f"wrote {out / (kind + '.png')}" in capsys.readouterr().out
+    assert len(figures) == 1
+    _check_figure(figures[0])
+
+
+def test_analyze_without_a_model_is_one_clear_error(capsys):
+    from capszoo.cli import main
+
+    assert main(["analyze", "couplings"]) == 2
+    assert "analyze couplings needs MODEL" in capsys.readouterr().err
