@@ -1,0 +1,226 @@
+"""Reproduce the papers' experiments at a budget, print pandas tables beside the papers' numbers,
+and write docs/results.md with the tables and figures.
+
+    CAPSZOO_DATA_DIR=../shared/datasets PYTHONPATH=. .venv/bin/python tools/reproduce.py \\
+        --experiments energy distribution gradients grid --grid-dataset fashion_mnist \\
+        --epochs 2 --subset 2500 --lams 0.0001 0.001 0.1 1 2 3 4 --depths 2 3
+
+Experiments (each optional):
+- ``table1``: DRA vs ARA CapsNet2 (zoo entries ``dra-*``/``ara-*``) trained for ``--epochs`` on
+  the first ``--subset`` training images of every dataset available here; test accuracy on the
+  full test split, beside the paper's Table 1.
+- ``grid``: Tables 2-4 (capsule layers x λ, λ-routing) on ``--grid-dataset`` as a keras-tuner
+  grid search (validation accuracy; resumable: an existing search in ``--tuning-dir`` is reused).
+  Table 4's collapse (accuracy at chance) is read off the same grid.
+- ``gradients``: first-convolution gradients of CapsNet2/3/4 x DRA/ARA on one real batch.
+- ``energy``, ``distribution``: the objective-function paper's Fig. 1 (random predictions, and a
+  trained model's class-capsule layer with ``--energy-model``) and Fig. 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
+ZOO_NAME = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "cifar10": "cifar10", "svhn_cropped": "svhn"}
+# The adaptive-routing paper's Table 1 (test accuracy %, 2 capsule layers), from DESIGN.md.
+PAPER_TABLE1 = {"cifar10": (76.05, 78.41), "svhn_cropped": (93.65, 94.27), "fashion_mnist": (93.02, 93.07),
+                "mnist": (99.65, 99.65)}
+CAVEAT = {"cifar10": "CIFAR-10 here is a JPEG re-encoding of the original (lossy)."}
+
+
+def available(dataset, data_dir):
+    from capszoo.config import DataConfig
+    from capszoo.data import DataUnavailableError, load_arrays
+
+    try:
+        load_arrays(DataConfig(dataset=dataset, source="npz", data_dir=data_dir or ""))
+        return True
+    except DataUnavailableError:
+        return False
+
+
+def table1(args, datasets):
+    import pandas as pd
+
+    from capszoo.config import load_config
+    from capszoo.training import train
+
+    rows = []
+    for dataset in datasets:
+        row = {"dataset": dataset}
+        for routing, prefix in (("DRA", "dra"), ("ARA", "ara")):
+            config = load_config(f"{prefix}-{ZOO_NAME[dataset]}").with_overrides(epochs=args.epochs,
+                                                                                   data_dir=args.data_dir)
+            config = config.replace(data={"train_subset": args.subset or 0})
+            _, metrics = train(config, out_dir=Path(args.runs) / f"table1-{config.name}", verbose=0,
+                               resume=True)
+            row[f"{routing} here"] = round(100 * metrics["test_accuracy"], 2)
+        row["DRA paper"], row["ARA paper"] = PAPER_TABLE1[dataset]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grid(args):
+    from capszoo import tuning
+    from capszoo.config import load_config
+
+    if args.grid_config:  # a config with its own [search] table (e.g. one a `capszoo tune` run used)
+        base = load_config(args.grid_config).with_overrides(data_dir=args.data_dir)
+    else:
+        base = load_config(f"ara-{ZOO_NAME[args.grid_dataset]}").with_overrides(data_dir=args.data_dir)
+        base = base.replace(name=f"grid-{args.grid_dataset}",
+                            search={"lam": [float(x) for x in args.lams], "depth": [int(d) for d in args.depths]})
+    points = len(base.search.lam) * len(base.search.depth)
+    tuner = tuning.search(base, "grid", max_trials=points, epochs=args.epochs,
+                          subset=args.subset, directory=args.tuning_dir, resume=True,
+                          progress=lambda values, metrics: print("  trial", values, round(metrics["val_accuracy"], 4),
+                                                                 flush=True))
+    frame = tuning.results_frame(tuner)
+    table = tuning.pivot(frame, rows="depth", columns="lam")
+    return frame, table
+
+
+def collapse_table(frame, classes=10):
+    """Table 4: which (depth, λ) collapsed, i.e. ended at chance level (< 2 / classes)."""
+    table = frame.pivot_table(index="depth", columns="lam", values="val_accuracy", aggfunc="max")
+    return table.map(lambda v: "collapsed" if v < 2.0 / classes else "trains")
+
+
+def gradients(args, figures):
+    from capszoo import analysis
+    from capszoo.config import load_config
+    from capszoo.data import sample
+
+    config = load_config(f"ara-{ZOO_NAME[args.gradient_dataset]}").with_overrides(data_dir=args.data_dir)
+    images, labels = sample(config, args.batch)
+    frame, grads = analysis.gradients(config, images, labels)
+    analysis.plot_gradients(frame, grads, figures / "gradients.png")
+    return frame
+
+
+def energy_and_distribution(args, figures, experiments):
+    from capszoo import analysis
+
+    out = {}
+    if "energy" in experiments:
+        state = analysis.trace_predictions(analysis.random_predictions(16, 64, 10, 8, seed=0), 20)
+        frame = analysis.energy(state)
+        analysis.plot_energy(frame, figures / "energy-random.png", title="Ψ per iteration, random predictions")
+        out["energy (random predictions)"] = frame
+        if args.energy_model:
+            from capszoo.data import sample
+            from capszoo.runs import load_trained
+
+            model, config = load_trained(args.energy_model)
+            images, labels = sample(config.with_overrides(data_dir=args.data_dir), args.batch)
+            state = analysis.model_trace(model, images, 20)
+            frame = analysis.energy(state)
+            analysis.plot_energy(frame, figures / "energy-model.png",
+                                 title=f"Ψ per iteration, {config.name} class capsules")
+            out[f"energy ({config.name})"] = frame
+            polar = analysis.polarization(state)
+            analysis.plot_couplings(polar, analysis.top_couplings(state, labels), figures / "couplings-model.png",
+                                    state["couplings"].shape[-1])
+            out[f"couplings ({config.name})"] = polar
+    if "distribution" in experiments:
+        frame, state = analysis.distribution(64, 3, 20, seed=0)
+        analysis.plot_distribution(frame, state, figures / "distribution.png")
+        out["distribution: polarization"] = analysis.polarization(state)
+    return out
+
+
+def fmt(frame, digits=4):
+    """A DataFrame as a Markdown table, without the optional tabulate package."""
+    header = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in frame.itertuples(index=False):
+        cells = [f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiments", nargs="+", default=["energy", "distribution", "gradients", "grid"],
+                        choices=["table1", "grid", "gradients", "energy", "distribution"])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--subset", type=int, default=2500, help="training images per run (0: all)")
+    parser.add_argument("--data-dir", default=None, help="offline .npz folder (default $CAPSZOO_DATA_DIR)")
+    parser.add_argument("--grid-dataset", default="fashion_mnist", choices=DATASETS)
+    parser.add_argument("--lams", nargs="+", type=float, default=[1e-4, 1e-3, 0.1, 1, 2, 3, 4])
+    parser.add_argument("--depths", nargs="+", type=int, default=[2, 3])
+    parser.add_argument("--grid-config", help="a config with a [search] table over lam and depth (else built "
+                        "from ara-DATASET, --lams and --depths)")
+    parser.add_argument("--gradient-dataset", default="mnist", choices=DATASETS)
+    parser.add_argument("--batch", type=int, default=32, help="images for gradients / energy on a model")
+    parser.add_argument("--energy-model", help="a run folder or trained zoo entry for the energy on real images")
+    parser.add_argument("--tuning-dir", default="runs/reproduce-tuning")
+    parser.add_argument("--runs", default="runs/reproduce")
+    parser.add_argument("--out", default=str(ROOT / "docs"), help="where results.md and figures/ go")
+    args = parser.parse_args(argv)
+
+    import os
+
+    args.data_dir = args.data_dir or os.environ.get("CAPSZOO_DATA_DIR")
+    out = Path(args.out)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    have = [d for d in DATASETS if available(d, args.data_dir)]
+    missing = [d for d in DATASETS if d not in have]
+    sections = [f"# Reproduction at a small budget\n\nGenerated by `tools/reproduce.py {' '.join(sys.argv[1:])}` "
+                f"on {time.strftime('%Y-%m-%d')}. Budget: {args.epochs} epoch(s) on the first {args.subset or 'all'} "
+                f"training images per run. Datasets available here: {', '.join(have) or 'none'}; "
+                f"unavailable: {', '.join(missing) or 'none'}. "
+                + " ".join(CAVEAT[d] for d in have if d in CAVEAT)]
+
+    def show(title, frame, text=None):
+        print(f"\n== {title}\n{frame.to_string()}")
+        sections.append(f"## {title}\n\n{text or fmt(frame)}")
+
+    for name, frame in energy_and_distribution(args, figures, args.experiments).items():
+        if name.startswith("energy"):
+            verdict = "never increased" if not frame.attrs["ever_increased"] else "INCREASED at some step"
+            tag = "model" if "random" not in name else "random"
+            show(f"{name}: Ψ {verdict}", frame[["iteration", "total"]],
+                 fmt(frame[["iteration", "total"]].iloc[[0, 1, 2, 4, 9, -1]])
+                 + f"\n\n![energy](figures/energy-{tag}.png)")
+        elif name.startswith("couplings"):
+            show(name, frame, fmt(frame.iloc[[0, 1, 2, 4, 9, -1]]) + "\n\n![couplings](figures/couplings-model.png)")
+        else:
+            show(name, frame, fmt(frame.iloc[[0, 1, 4, 9, -1]]) + "\n\n![distribution](figures/distribution.png)")
+    if "gradients" in args.experiments:
+        frame = gradients(args, figures)
+        show(f"First-convolution gradients, one {args.gradient_dataset} batch of {args.batch}, same initial weights",
+             frame, fmt(frame) + "\n\n![gradients](figures/gradients.png)")
+    if "grid" in args.experiments:
+        from capszoo.tuning import to_markdown
+
+        if args.grid_config:
+            from capszoo.config import load_config
+
+            args.grid_dataset = load_config(args.grid_config).data.dataset
+        if args.grid_dataset not in have:
+            sections.append(f"## Tables 2-4\n\nNot run: {args.grid_dataset} is not available here.")
+        else:
+            frame, table = grid(args)
+            show(f"Tables 2-3: validation accuracy (%), capsule layers x λ, {args.grid_dataset}", table,
+                 to_markdown(table))
+            show("Table 4: collapse (validation accuracy below twice chance)", collapse_table(frame),
+                 to_markdown(collapse_table(frame), percent=False))
+    if "table1" in args.experiments:
+        frame = table1(args, have)
+        show("Table 1: DRA vs ARA test accuracy (%), CapsNet2", frame)
+    (out / "results.md").write_text("\n\n".join(sections) + "\n")
+    print(f"\nwrote {out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
