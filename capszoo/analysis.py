@@ -26,6 +26,7 @@ from keras import ops
 
 from capszoo.ops import routing_energy
 from capszoo.routing import DynamicRouting
+from capszoo.routing.base import check_iterations
 
 NEAR = 0.01  # a coupling within this of 0 or 1 counts as polarized
 
@@ -62,11 +63,6 @@ def trace_predictions(predictions, iterations):
     return {k: np.concatenate([s[k] for s in states], axis=axis[k]) for k in states[0]}
 
 
-def _check_iterations(iterations):
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-
-
 def _layer_inputs(model, images, layer):
     """The input capsules of capsule layer ``layer`` of a CapsNet for ``images``."""
     layers = model.capsule_layers
@@ -80,7 +76,7 @@ def _layer_inputs(model, images, layer):
 def model_trace(model, images, iterations=20, layer=-1):
     """Dynamic-routing state of a CapsNet's capsule layer ``layer`` (default: the class capsules)
     on ``images``, routed for ``iterations``."""
-    _check_iterations(iterations)
+    check_iterations(iterations)  # before the forward pass
     capsule_layer, inputs = _layer_inputs(model, images, layer)
     return trace_layer(capsule_layer, inputs, iterations)
 
@@ -104,7 +100,6 @@ def energy(state):
     steps = np.diff(totals, axis=0)
     tolerance = 1e-5 * np.maximum(1.0, np.abs(totals[:-1]))
     frame.attrs["ever_increased"] = bool(np.any(steps > tolerance))
-    frame.attrs["largest_increase"] = float(steps.max()) if len(steps) else 0.0
     return frame
 
 
@@ -142,7 +137,7 @@ def distribution(n_in=64, n_out=3, iterations=20, seed=0):
     one row per prediction (``i``, ``j``, ``x``, ``y``, final coupling ``c``) and the routing state."""
     import pandas as pd
 
-    _check_iterations(iterations)
+    check_iterations(iterations)  # before the forward pass
     state = trace_predictions(random_predictions(1, n_in, n_out, 2, seed), iterations)
     u_hat, final = state["predictions"][0], state["couplings"][-1, 0]
     i, j = np.meshgrid(np.arange(n_in), np.arange(n_out), indexing="ij")
@@ -264,14 +259,11 @@ def gradients(config, images, labels, depths=(2, 3, 4), routings=("dynamic", "ad
     from capszoo.models import CapsNet
 
     base = load_config(config).model
-    hidden = {2: (), 3: (256,), 4: (256, 32)}
     rows, grads = [], {}
     for depth in depths:
-        if depth not in hidden:
-            raise ValueError(f"depth must be 2, 3 or 4 (capsule layers counting the primary capsules), got {depth}")
+        deeper = base.with_depth(depth)
         for routing in routings:
-            model_config = base.replace(routing=routing, capsules=(*hidden[depth], base.num_classes),
-                                        capsule_dims=(*[16] * (depth - 2), base.capsule_dims[-1]))
+            model_config = deeper.replace(routing=routing)
             keras.utils.set_random_seed(seed)
             model = CapsNet(model_config)
             g = conv_gradient(model, images, labels).ravel()

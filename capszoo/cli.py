@@ -168,8 +168,9 @@ def cmd_analyze(args):
 
     out = Path(args.out)
     kind = args.analysis
+    iterations = args.iterations if args.iterations is not None else 3 if kind == "couplings" else 20
     if kind == "distribution":
-        frame, state = analysis.distribution(args.inputs, args.outputs, args.iterations, args.seed)
+        frame, state = analysis.distribution(args.inputs, args.outputs, iterations, args.seed)
         figure = analysis.plot_distribution(frame, state, out / "distribution.png")
         summary = analysis.polarization(state).iloc[[0, -1]]
     elif kind == "gradients":
@@ -177,9 +178,7 @@ def cmd_analyze(args):
 
         if not args.model:
             raise ValueError("analyze gradients needs MODEL: a config, zoo name or run folder (its data, widths)")
-        folder = Path(args.model)
-        config = load_config(folder / "config.toml" if folder.is_dir() else args.model)
-        config = config.with_overrides(data_dir=args.data_dir)
+        config = load_config(args.model).with_overrides(data_dir=args.data_dir)
         images, labels = sample(config, args.images)
         frame, grads = analysis.gradients(config, images, labels, depths=args.depths, routings=args.routings,
                                           seed=args.seed)
@@ -188,7 +187,7 @@ def cmd_analyze(args):
     else:
         if kind == "energy" and args.random:
             predictions = analysis.random_predictions(args.images, args.inputs, args.outputs, args.dim, args.seed)
-            state, labels = analysis.trace_predictions(predictions, args.iterations), None
+            state = analysis.trace_predictions(predictions, iterations)
         else:
             if not args.model:
                 raise ValueError(f"analyze {kind} needs MODEL (a run folder or trained zoo entry)"
@@ -197,7 +196,7 @@ def cmd_analyze(args):
 
             model, config = load_trained(args.model, weights=args.weights)
             images, labels = sample(config.with_overrides(data_dir=args.data_dir), args.images)
-            state = analysis.model_trace(model, images, args.iterations, args.layer)
+            state = analysis.model_trace(model, images, iterations, args.layer)
         if kind == "energy":
             frame = analysis.energy(state)
             figure = analysis.plot_energy(frame, out / "energy.png")
@@ -413,8 +412,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if getattr(args, "analysis", None) and args.iterations is None:
-        args.iterations = 3 if args.analysis == "couplings" else 20
     from capszoo.training import TrainingError
 
     try:

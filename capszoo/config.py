@@ -60,6 +60,19 @@ def _choice(key, value, choices, section):
     return value
 
 
+def _known_routing(key, value):
+    if value not in _REGISTRY:
+        raise ValueError(f"{key}: unknown routing {value!r}; available: {', '.join(available_routings())}")
+    return value
+
+
+# The intermediate capsule layers of the adaptive-routing paper's deeper nets, in order:
+# CapsNet3 adds 256 capsules after the primary ones, CapsNet4 256 and then 32.
+PAPER_HIDDEN_CAPSULES = (256, 32)
+# What a [search] table may vary (in the order results are shown).
+SEARCH_DIMENSIONS = ("routing", "lam", "iterations", "depth", "learning_rate")
+
+
 def _from_dict(cls, data, section):
     if isinstance(data, cls):
         return data
@@ -199,10 +212,7 @@ class ModelConfig(_Section):
 
     def routing_strategy(self):
         """The routing strategy this config asks for, given only the arguments it takes."""
-        if self.routing not in _REGISTRY:
-            raise ValueError(
-                f"model.routing: unknown routing {self.routing!r}; available: {', '.join(available_routings())}"
-            )
+        _known_routing("model.routing", self.routing)
         accepted = routing_parameters(self.routing)
         kwargs = {key: getattr(self, key) for key in ("iterations", "lam") if key in accepted}
         unknown = set(self.routing_options) - set(accepted)
@@ -215,6 +225,17 @@ class ModelConfig(_Section):
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def with_depth(self, depth, hidden_capsules=PAPER_HIDDEN_CAPSULES, hidden_dim=16):
+        """This network with ``depth`` capsule layers counting the primary capsules: the first
+        ``depth - 2`` of ``hidden_capsules`` (of dimension ``hidden_dim``), then the class capsules."""
+        hidden = tuple(hidden_capsules[:depth - 2])
+        if depth < 2 or len(hidden) != depth - 2:
+            allowed = list(range(2, 3 + len(hidden_capsules)))
+            choices = " or ".join(filter(None, [", ".join(map(str, allowed[:-1])), str(allowed[-1])]))
+            raise ValueError(f"depth must be {choices} (capsule layers counting the primary capsules), got {depth}")
+        return self.replace(capsules=(*hidden, self.num_classes),
+                            capsule_dims=(*[hidden_dim] * len(hidden), self.capsule_dims[-1]))
 
 
 
@@ -366,12 +387,6 @@ def _at_least_one(name, value):
     return _positive_int(name.split(".", 1)[1], value, "search")
 
 
-def _routing_name(name, value):
-    if value not in _REGISTRY:
-        raise ValueError(f"{name}: unknown routing {value!r}; available: {', '.join(available_routings())}")
-    return value
-
-
 @dataclasses.dataclass(frozen=True)
 class SearchConfig(_Section):
     """What a hyperparameter search (:mod:`capszoo.tuning`) varies; anything left out is fixed
@@ -397,13 +412,13 @@ class SearchConfig(_Section):
     iterations: Any = None
     depth: Any = None
     learning_rate: Any = None
-    hidden_capsules: tuple[int, ...] = (256, 32)
+    hidden_capsules: tuple[int, ...] = PAPER_HIDDEN_CAPSULES
     hidden_dim: int = 16
     objective: str = "val_accuracy"
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "routing", _search_values("routing", self.routing, _routing_name))
+        set_(self, "routing", _search_values("routing", self.routing, _known_routing))
         if isinstance(self.routing, dict):
             raise ValueError("search.routing must be a list of routing names")
         for key, check in (("lam", _positive_float), ("learning_rate", _positive_float),
@@ -414,8 +429,9 @@ class SearchConfig(_Section):
         if not isinstance(self.objective, str) or not self.objective.startswith("val_"):
             raise ValueError(f"search.objective must name a validation metric (val_...), got {self.objective!r}")
         deepest = 2 + len(self.hidden_capsules)
-        depths = self.depth if isinstance(self.depth, tuple) else (self.depth or {"min": 2, "max": 2}).values()
-        bad = [d for d in depths if isinstance(d, int) and not 2 <= d <= deepest]
+        depths = self.depth if isinstance(self.depth, tuple) else (self.depth["min"], self.depth["max"]) \
+            if self.depth else ()
+        bad = [d for d in depths if not 2 <= d <= deepest]
         if bad:
             raise ValueError(f"search.depth must be between 2 and {deepest} (2 + len(search.hidden_capsules)), "
                              f"got {bad[0]}")
@@ -423,11 +439,10 @@ class SearchConfig(_Section):
     @property
     def searched(self):
         """Names of the dimensions this search varies."""
-        return [k for k in ("routing", "lam", "iterations", "depth", "learning_rate") if getattr(self, k) is not None]
+        return [k for k in SEARCH_DIMENSIONS if getattr(self, k) is not None]
 
     def to_dict(self):
-        data = super().to_dict()
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if v is not None}
+        return {k: v for k, v in super().to_dict().items() if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -539,11 +554,16 @@ def zoo_names():
 
 
 def load_config(name_or_path):
-    """A :class:`Config` from a ``.toml`` path or the name of a zoo entry (``zoo_configs/NAME.toml``)."""
+    """A :class:`Config` from a ``.toml`` path, a run folder holding ``config.toml``, or the name
+    of a zoo entry (``zoo_configs/NAME.toml``)."""
     if isinstance(name_or_path, Config):
         return name_or_path
     text = str(name_or_path)
     path = Path(text)
+    if path.is_dir():  # a run folder (or an exported best trial): its config.toml
+        if not (path / "config.toml").is_file():
+            raise ValueError(f"{path} is not a run folder: it has no config.toml")
+        return Config.from_toml(path / "config.toml")
     if path.suffix == ".toml" or path.is_file():
         if not path.is_file():
             raise ValueError(f"config file {text} does not exist")

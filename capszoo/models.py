@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from capszoo.config import ModelConfig
+from capszoo.config import PAPER_HIDDEN_CAPSULES, ModelConfig
 from capszoo.layers import CapsuleDecoder, CapsuleLayer, Length, Mask, PrimaryCapsule
 
 
@@ -128,7 +128,9 @@ class CapsNet(keras.Model):
         return cls(**config)
 
 
-def _factory(depth, default_hidden):
+def _factory(depth):
+    default_hidden = PAPER_HIDDEN_CAPSULES[:depth - 2]
+
     def build(input_shape=(28, 28, 1), num_classes=10, routing="dynamic", **overrides):
         name = overrides.pop("name", f"capsnet{depth}")
         capsules = tuple(overrides.pop("capsules", (*default_hidden, num_classes)))
@@ -148,6 +150,6 @@ def _factory(depth, default_hidden):
     return build
 
 
-CapsNet2 = _factory(2, ())
-CapsNet3 = _factory(3, (256,))
-CapsNet4 = _factory(4, (256, 32))
+CapsNet2 = _factory(2)
+CapsNet3 = _factory(3)
+CapsNet4 = _factory(4)

@@ -29,9 +29,7 @@ def load_trained(spec, weights=None):
 
     folder = Path(str(spec))
     if folder.is_dir():
-        if not (folder / "config.toml").is_file():
-            raise ValueError(f"{folder} is not a run folder: it has no config.toml")
-        config = load_config(folder / "config.toml")
+        config = load_config(folder)
         weights = weights or folder / "model.weights.h5"
     else:
         config = load_config(spec)

@@ -85,6 +85,11 @@ def learning_rate(config: Config, epoch):
     return config.training.learning_rate * config.training.lr_decay ** epoch
 
 
+def lr_schedule(config: Config):
+    """The Keras callback that sets Adam's learning rate each epoch (:func:`learning_rate`)."""
+    return keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate(config, epoch))
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """After every epoch, save model + optimizer as ``epoch-NNNN.keras``, atomically.
 
@@ -244,7 +249,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
     guard = NanGuard()
     callbacks = [
-        keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate(config, epoch)),
+        lr_schedule(config),
         guard,
         keras.callbacks.CSVLogger(str(run / "history.csv"), append=checkpoint is not None),
         AtomicCheckpoint(checkpoints),

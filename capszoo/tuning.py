@@ -32,11 +32,10 @@ import keras
 import keras_tuner
 import numpy as np
 
-from capszoo.config import Config, SearchConfig, load_config
+from capszoo.config import SEARCH_DIMENSIONS, Config, SearchConfig, load_config
 from capszoo.routing.base import routing_parameters
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
-SEARCH_DIMENSIONS = ("routing", "lam", "iterations", "depth", "learning_rate")
 TUNING_VALIDATION_FRACTION = 0.1  # used when the base config holds out no validation split
 
 
@@ -54,17 +53,10 @@ def tuning_config(config, subset=None):
 
 def trial_config(base: Config, values: dict) -> Config:
     """``base`` with one trial's hyperparameter ``values`` applied (missing keys keep the base's)."""
-    search = base.search
-    model = {}
-    if values.get("routing") is not None:
-        model["routing"] = values["routing"]
-    for key in ("lam", "iterations"):
-        if values.get(key) is not None:
-            model[key] = values[key]
+    model = base.model
     if values.get("depth") is not None:
-        hidden = search.hidden_capsules[:int(values["depth"]) - 2]
-        model["capsules"] = (*hidden, base.model.num_classes)
-        model["capsule_dims"] = (*[search.hidden_dim] * len(hidden), base.model.capsule_dims[-1])
+        model = model.with_depth(int(values["depth"]), base.search.hidden_capsules, base.search.hidden_dim)
+    model = model.replace(**{k: values[k] for k in ("routing", "lam", "iterations") if values.get(k) is not None})
     training = {"learning_rate": values["learning_rate"]} if values.get("learning_rate") is not None else {}
     return base.replace(model=model, training=training)
 
@@ -123,14 +115,12 @@ class CapsNetHyperModel(keras_tuner.HyperModel):
         return build_model(trial_config(self.base, self.values(hp)))
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
-        from capszoo.training import learning_rate
+        from capszoo.training import NanGuard, lr_schedule
 
         values = self.values(hp)
-        config = trial_config(self.base, values)
-        schedule = keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate(config, epoch))
         start = time.perf_counter()
-        history = model.fit(*args, callbacks=[schedule, keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
-                            **kwargs)
+        history = model.fit(*args, callbacks=[lr_schedule(trial_config(self.base, values)), NanGuard(),
+                                              *(callbacks or [])], **kwargs)
         result = best_epoch_metrics(history.history, self.base.search.objective)
         result.update(epochs=float(len(history.epoch)), seconds=time.perf_counter() - start)
         if self.progress:
@@ -272,7 +262,8 @@ def _trial_rows(trials, objective):
 
 def results_frame(tuner_or_dir, objective=None):
     """One row per trial: its hyperparameters, best ``objective`` value, epochs, best epoch,
-    seconds and status, from a tuner or from its project directory on disk."""
+    seconds and status, from a tuner or from its project directory on disk (give ``objective``
+    there if the search did not maximise ``val_accuracy``)."""
     import pandas as pd
 
     if hasattr(tuner_or_dir, "oracle"):
@@ -282,12 +273,7 @@ def results_frame(tuner_or_dir, objective=None):
     else:
         project = _project_dir(tuner_or_dir)
         trials = [json.loads(p.read_text()) for p in sorted(project.glob("trial_*/trial.json"))]
-        if objective is None:
-            oracle = project / "oracle.json"
-            objective = "val_accuracy"
-            if oracle.is_file():
-                found = json.loads(oracle.read_text()).get("objective", {})
-                objective = found.get("name", objective) if isinstance(found, dict) else objective
+        objective = objective or SearchConfig().objective  # the files do not record it
     rows = _trial_rows(trials, objective)
     hps = [k for k in SEARCH_DIMENSIONS if any(k in row for row in rows)]
     columns = ["trial", "status", *hps, objective, "epochs", "best_epoch", "seconds"]
@@ -307,8 +293,9 @@ def pivot(frame, rows="depth", columns="lam", values=None):
     return done.pivot_table(index=rows, columns=columns, values=values, aggfunc="max")
 
 
-def to_markdown(table, percent=True, digits=2):
-    """A pandas table as a GitHub Markdown table (no ``tabulate`` needed); values as percentages."""
+def to_markdown(table, percent=True, digits=2, index=True):
+    """A pandas table as a GitHub Markdown table (no ``tabulate`` needed): floats as percentages
+    with ``digits`` decimals, or with ``percent=False`` to ``digits + 2`` significant digits."""
     def cell(v):
         if isinstance(v, float) and math.isnan(v):
             return "–"
@@ -317,18 +304,18 @@ def to_markdown(table, percent=True, digits=2):
         return str(v)
 
     index_name = table.index.name or ""
-    header = [f"{index_name} \\ {table.columns.name}" if table.columns.name else index_name,
-              *[f"{c:g}" if isinstance(c, float) else str(c) for c in table.columns]]
+    corner = [f"{index_name} \\ {table.columns.name}" if table.columns.name else index_name] if index else []
+    header = [*corner, *[f"{c:g}" if isinstance(c, float) else str(c) for c in table.columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in table.iterrows():
-        lines.append("| " + " | ".join([str(index), *[cell(v) for v in row]]) + " |")
+    for label, row in table.iterrows():
+        lines.append("| " + " | ".join([*([str(label)] if index else []), *[cell(v) for v in row]]) + " |")
     return "\n".join(lines)
 
 
-def best_config(tuner) -> Config:
-    """The config of the best trial, as it ran: the base config with the trial's hyperparameters
-    and the epochs it trained for, so that ``capszoo train`` on it repeats the trial."""
-    trial = tuner.oracle.get_best_trials(1)[0]
+def best_config(tuner, trial=None) -> Config:
+    """The config of the best trial (or of ``trial``), as it ran: the base config with the trial's
+    hyperparameters and the epochs it trained for, so that ``capszoo train`` on it repeats the trial."""
+    trial = trial or tuner.oracle.get_best_trials(1)[0]
     base = tuner.hypermodel.base
     config = trial_config(base, {k: trial.hyperparameters.values.get(k) for k in SEARCH_DIMENSIONS})
     epochs = trial.metrics.get_last_value("epochs") if trial.metrics.exists("epochs") else None
@@ -348,8 +335,8 @@ def export_best(tuner, out_dir):
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = best_config(tuner)
     trial = tuner.oracle.get_best_trials(1)[0]
+    config = best_config(tuner, trial)
     with warnings.catch_warnings():  # the trial checkpoint has optimizer slots a fresh model lacks: expected
         warnings.simplefilter("ignore", UserWarning)
         model = tuner.get_best_models(1)[0]

@@ -82,14 +82,11 @@ def grid(args):
                           subset=args.subset, directory=args.tuning_dir, resume=True,
                           progress=lambda values, metrics: print("  trial", values, round(metrics["val_accuracy"], 4),
                                                                  flush=True))
-    frame = tuning.results_frame(tuner)
-    table = tuning.pivot(frame, rows="depth", columns="lam")
-    return frame, table
+    return tuning.pivot(tuning.results_frame(tuner), rows="depth", columns="lam")
 
 
-def collapse_table(frame, classes=10):
-    """Table 4: which (depth, λ) collapsed, i.e. ended at chance level (< 2 / classes)."""
-    table = frame.pivot_table(index="depth", columns="lam", values="val_accuracy", aggfunc="max")
+def collapse_table(table, classes=10):
+    """Table 4 from the depth x λ table: which cells collapsed, i.e. ended below twice chance."""
     return table.map(lambda v: "collapsed" if v < 2.0 / classes else "trains")
 
 
@@ -136,14 +133,11 @@ def energy_and_distribution(args, figures, experiments):
     return out
 
 
-def fmt(frame, digits=4):
-    """A DataFrame as a Markdown table, without the optional tabulate package."""
-    header = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in frame.itertuples(index=False):
-        cells = [f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def fmt(frame):
+    """A flat DataFrame as a Markdown table (4 significant digits)."""
+    from capszoo.tuning import to_markdown
+
+    return to_markdown(frame, percent=False, index=False)
 
 
 def main(argv=None):
@@ -209,11 +203,12 @@ def main(argv=None):
         if args.grid_dataset not in have:
             sections.append(f"## Tables 2-4\n\nNot run: {args.grid_dataset} is not available here.")
         else:
-            frame, table = grid(args)
+            table = grid(args)
             show(f"Tables 2-3: validation accuracy (%), capsule layers x λ, {args.grid_dataset}", table,
                  to_markdown(table))
-            show("Table 4: collapse (validation accuracy below twice chance)", collapse_table(frame),
-                 to_markdown(collapse_table(frame), percent=False))
+            collapse = collapse_table(table)
+            show("Table 4: collapse (validation accuracy below twice chance)", collapse,
+                 to_markdown(collapse, percent=False))
     if "table1" in args.experiments:
         frame = table1(args, have)
         show("Table 1: DRA vs ARA test accuracy (%), CapsNet2", frame)

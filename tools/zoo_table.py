@@ -12,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from capszoo import zoo
 from capszoo.config import load_config
-from capszoo.routing.base import routing_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
@@ -31,23 +32,21 @@ CAVEATS = {"digits": "scikit-learn 8×8 digits resized to 28×28: not a paper be
 def table():
     lines = ["| entry | dataset | capsule layers | routing | λ / iterations | params | test accuracy here | "
              "paper | notes |", "|---|---|---:|---|---|---:|---|---:|---|"]
-    for name in zoo.list_models():
-        config, card = load_config(name), zoo.read_card(name)
-        model = config.model
-        takes = routing_parameters(model.routing)
-        setting = ", ".join([f"λ = {model.lam:g}"] * ("lam" in takes) +
-                            [f"r = {model.iterations}"] * ("iterations" in takes)) or "–"
+    for entry in zoo.list_models(as_frame=True).itertuples():
+        config, card = load_config(entry.name), zoo.read_card(entry.name)
+        setting = ", ".join([f"λ = {entry.lam:g}"] * pd.notna(entry.lam) +
+                            [f"r = {entry.iterations:g}"] * pd.notna(entry.iterations)) or "–"
         if card:
             cpu = card["hardware"]["cpu"].replace("(R)", "").replace("(TM)", "")
             measured = (f"**{100 * card['test_accuracy']:.2f} %** ({card['epochs']} epochs, "
                         f"{card['hardware']['cpu_count']} × {cpu})")
         else:
             measured = "not trained yet"
-        params = f"{model.param_count():,}"
-        paper = PAPER.get((model.routing, config.data.dataset)) if model.depth == 2 and \
-            model.conv_filters == 256 else None
-        lines.append(f"| `{name}` | {config.data.dataset} | {model.depth} | {model.routing} | {setting} | {params} | "
-                     f"{measured} | {f'{paper:.2f} %' if paper else '–'} | {CAVEATS.get(config.data.dataset, '')} |")
+        paper = PAPER.get((entry.routing, entry.dataset)) if entry.depth == 2 and \
+            config.model.conv_filters == 256 else None
+        lines.append(f"| `{entry.name}` | {entry.dataset} | {entry.depth} | {entry.routing} | {setting} | "
+                     f"{entry.params:,} | {measured} | {f'{paper:.2f} %' if paper else '–'} | "
+                     f"{CAVEATS.get(entry.dataset, '')} |")
     return "\n".join(lines)
 
 
