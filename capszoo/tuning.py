@@ -76,7 +76,11 @@ def _declare(hp, key, spec):
 class CapsNetHyperModel(keras_tuner.HyperModel):
     """A ``keras_tuner.HyperModel`` over a config's ``[search]`` space.
 
-    ``build(hp)`` returns the compiled CapsNet of the trial's config; ``fit`` trains it with the
+    ``build(hp)`` returns the compiled CapsNet of the trial's config, initialised from the
+    config's ``training.seed`` afresh in every trial: trials of equal depth start from the same
+    weights, so a grid compares hyperparameters and not initialisations (at small budgets the
+    initialisation alone can decide whether the first convolution's ReLUs die), and a resumed or
+    distributed trial starts where an uninterrupted one would. ``fit`` trains it with the
     papers' per-epoch learning-rate decay and returns the best epoch's logged metrics plus
     ``epochs`` run, ``best_epoch`` and ``seconds``, which keras-tuner records with the trial.
     ``progress(values, metrics)``, if given, is called after each trial this process runs.
@@ -112,7 +116,9 @@ class CapsNetHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         from capszoo.training import build_model
 
-        return build_model(trial_config(self.base, self.values(hp)))
+        config = trial_config(self.base, self.values(hp))
+        keras.utils.set_random_seed(config.training.seed)
+        return build_model(config)
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         from capszoo.training import NanGuard, lr_schedule

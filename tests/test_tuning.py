@@ -7,7 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import keras_tuner
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -96,6 +98,28 @@ def test_conditional_hyperparameters_follow_the_routing():
         values = model.values(trial_hp)
         assert {k for k in ("lam", "iterations") if values[k] is not None} == active, (routing, values)
         assert values["lam"] in (None, 0.1, 2.0) and values["iterations"] in (None, 1, 2, 3, 4)
+
+
+def test_every_trial_starts_from_the_configs_seed(search_config):
+    """Trials of equal depth get identical initial weights whatever ran before them, so a grid
+    compares λ and not initialisations; a different depth changes only the capsule kernels."""
+    model = tuning.CapsNetHyperModel(search_config)
+
+    def built(**values):
+        hp = keras_tuner.HyperParameters()
+        model.values(hp)
+        hp.values.update(values)
+        return model.build(hp)
+
+    first = built(lam=0.001, depth=2)
+    keras.random.normal((7,))  # advance the global RNG, as a previous trial's training would
+    again, other_lam, deeper = built(lam=0.001, depth=2), built(lam=3.0, depth=2), built(lam=0.001, depth=3)
+    for twin in (again, other_lam):
+        for a, b in zip(first.weights, twin.weights, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(first.conv.kernel.numpy(), deeper.conv.kernel.numpy())
+    assert deeper.capsule_layers[0].kernel.shape != first.capsule_layers[0].kernel.shape
+    assert [layer.routing.lam for layer in other_lam.capsule_layers] == [3.0]
 
 
 def test_make_tuner_picks_each_tuner_by_name(search_config, tmp_path):
