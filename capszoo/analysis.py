@@ -10,6 +10,9 @@
   capsule (adaptive-routing paper, Fig. 2).
 - :func:`gradients`: the gradient of the margin loss at the first convolution for CapsNet2/3/4
   with dynamic vs λ-routing on one real batch (adaptive-routing paper, Fig. 3 vs Fig. 6).
+- :func:`activity` and :func:`diagnose`: why a trained network sits at chance. Either its class
+  capsules have no length (squash of near-zero sums: the gradient starvation the adaptive-routing
+  paper's Table 4 shows for small λ) or its first convolution's ReLUs died early in training.
 
 Routing traces run the project's own :class:`capszoo.routing.DynamicRouting` (with
 ``return_state=True``) on a capsule layer's predictions: for a trained model, on its layer's
@@ -293,6 +296,37 @@ def plot_gradients(frame, grads, path):
         ax.legend(fontsize="small")
     fig.suptitle("Gradient at the first convolution, one batch, same initial weights")
     return _save(fig, path)
+
+
+# ---- why a network collapsed ----
+
+DEAD_RELU = 0.01  # below this share of positive first-conv outputs, the ReLUs count as dead
+NO_LENGTH = 0.01  # class capsules all shorter than this carry no signal
+
+
+def activity(model, images):
+    """What a CapsNet's forward pass looks like on ``images``: ``relu_active``, the share of the
+    first convolution's outputs that are positive (0: every ReLU dead, so no gradient reaches the
+    convolution), and the class-capsule lengths' ``length_mean`` and ``length_max``."""
+    images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
+    capsules = model.capsules(images)
+    features = _np(model.conv(images))
+    lengths = np.linalg.norm(_np(capsules[-1]).astype("float64"), axis=-1)
+    return {"relu_active": float(np.mean(features > 0)), "length_mean": float(lengths.mean()),
+            "length_max": float(lengths.max())}
+
+
+def diagnose(accuracy, stats, classes=10):
+    """One word on a trained network: ``trains`` (accuracy at least twice chance), else which
+    collapse: ``ReLUs dead`` (:data:`DEAD_RELU`), ``no length`` (every class capsule shorter than
+    :data:`NO_LENGTH`: the small-λ starvation) or plain ``collapsed``. ``stats`` is :func:`activity`'s."""
+    if accuracy >= 2.0 / classes:
+        return "trains"
+    if stats["relu_active"] < DEAD_RELU:
+        return "collapsed: ReLUs dead"
+    if stats["length_max"] < NO_LENGTH:
+        return "collapsed: no length"
+    return "collapsed"
 
 
 # ---- figures ----

@@ -287,6 +287,27 @@ def results_frame(tuner_or_dir, objective=None):
     return frame.sort_values("trial", key=lambda s: s.astype(int)).reset_index(drop=True)
 
 
+def load_trial(config, tuner_or_dir, trial_id):
+    """The trained model of one finished trial, and its config: ``config`` (the search's) with the
+    trial's hyperparameters, carrying the weights keras-tuner kept for the trial (its best epoch)."""
+    from capszoo.training import build_model
+
+    project = _project_dir(tuner_or_dir.project_dir if hasattr(tuner_or_dir, "oracle") else tuner_or_dir)
+    folder = project / f"trial_{trial_id}"
+    if not (folder / "trial.json").is_file():
+        raise ValueError(f"{project} has no trial {trial_id!r}")
+    values = json.loads((folder / "trial.json").read_text())["hyperparameters"]["values"]
+    weights = folder / "checkpoint.weights.h5"
+    if not weights.is_file():
+        raise ValueError(f"trial {trial_id} in {project} has no weights (it did not finish an epoch)")
+    config = trial_config(load_config(config), values)
+    model = build_model(config)
+    with warnings.catch_warnings():  # the checkpoint has optimizer slots a fresh model lacks: expected
+        warnings.simplefilter("ignore", UserWarning)
+        model.load_weights(weights)
+    return model, config
+
+
 def pivot(frame, rows="depth", columns="lam", values=None):
     """The papers' layout: one row per ``rows`` value, one column per ``columns`` value, holding the
     best ``values`` (the objective, ``val_accuracy``) over the other hyperparameters."""

@@ -111,3 +111,28 @@ def test_gradients_frame_over_depths_and_routings(tiny_config_path):
         assert row.min == g.min() and row.max == g.max()
     with pytest.raises(ValueError, match="depth must be 2, 3 or 4"):
         analysis.gradients(tiny_config_path, images(2), np.array([0, 1]), depths=(5,))
+
+
+def test_activity_and_diagnose_tell_the_two_collapses_apart():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = images(6)
+    model = CapsNet2(**TINY, routing="adaptive_lambda", lam=3.0)
+    conv = to_numpy(model.conv(x))
+    lengths = np.linalg.norm(to_numpy(model.capsules(x)[-1]), axis=-1)
+    alive = analysis.activity(model, x)
+    assert alive["relu_active"] == pytest.approx(np.mean(conv > 0)) and 0 < alive["relu_active"] < 1
+    assert alive["length_mean"] == pytest.approx(lengths.mean(), rel=1e-5)
+    assert alive["length_max"] == pytest.approx(lengths.max(), rel=1e-5)
+    assert analysis.diagnose(0.2, alive) == "trains"  # twice chance (10 classes) is enough
+    assert analysis.diagnose(0.5, alive, classes=3) == "collapsed"
+
+    model.conv.bias.assign(np.full(tuple(model.conv.bias.shape), -1e3, "float32"))  # every ReLU dead
+    dead = analysis.activity(model, x)
+    assert dead["relu_active"] == 0 and analysis.diagnose(0.1, dead) == "collapsed: ReLUs dead"
+
+    starved = CapsNet2(**TINY, routing="adaptive_lambda", lam=1e-9)  # squash of ~0 sums: no length
+    stats = analysis.activity(starved, x)
+    assert stats["relu_active"] > 0.01 and stats["length_max"] < 1e-6
+    assert analysis.diagnose(0.1, stats) == "collapsed: no length"

@@ -39,11 +39,26 @@ def available(dataset, data_dir):
     from capszoo.config import DataConfig
     from capszoo.data import DataUnavailableError, load_arrays
 
+    if dataset == "digits":  # bundled with scikit-learn
+        return True
     try:
         load_arrays(DataConfig(dataset=dataset, source="npz", data_dir=data_dir or ""))
         return True
     except DataUnavailableError:
         return False
+
+
+def finished_run(run, config):
+    """The metrics of a run folder that already trained ``config`` to the end, else None: a second
+    invocation reuses finished runs instead of re-evaluating them."""
+    import json
+
+    path = Path(run) / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    done = metrics.get("config_sha256") == config.sha256() and metrics.get("epochs") == config.training.epochs
+    return metrics if done else None
 
 
 def table1(args, datasets):
@@ -59,8 +74,12 @@ def table1(args, datasets):
             config = load_config(f"{prefix}-{ZOO_NAME[dataset]}").with_overrides(epochs=args.epochs,
                                                                                    data_dir=args.data_dir)
             config = config.replace(data={"train_subset": args.subset or 0})
-            _, metrics = train(config, out_dir=Path(args.runs) / f"table1-{config.name}", verbose=0,
-                               resume=True)
+            run = Path(args.runs) / f"table1-{config.name}"
+            metrics = finished_run(run, config)
+            if metrics is None:
+                _, metrics = train(config, out_dir=run, verbose=0, resume=True)
+            print(f"  {config.name}: test accuracy {metrics['test_accuracy']:.4f} "
+                  f"({metrics['epochs']} epochs, {metrics['train_examples']} training images)", flush=True)
             row[f"{routing} here"] = round(100 * metrics["test_accuracy"], 2)
         row["DRA paper"], row["ARA paper"] = PAPER_TABLE1[dataset]
         rows.append(row)
@@ -68,8 +87,13 @@ def table1(args, datasets):
 
 
 def grid(args):
-    from capszoo import tuning
+    """Tables 2-4: the depth x λ grid as a keras-tuner grid search, then every finished trial's
+    network looked at on validation images, to say why a cell sits at chance (Table 4)."""
+    import pandas as pd
+
+    from capszoo import analysis, tuning
     from capszoo.config import load_config
+    from capszoo.data import sample
 
     if args.grid_config:  # a config with its own [search] table (e.g. one a `capszoo tune` run used)
         base = load_config(args.grid_config).with_overrides(data_dir=args.data_dir)
@@ -82,12 +106,17 @@ def grid(args):
                           subset=args.subset, directory=args.tuning_dir, resume=True,
                           progress=lambda values, metrics: print("  trial", values, round(metrics["val_accuracy"], 4),
                                                                  flush=True))
-    return tuning.pivot(tuning.results_frame(tuner), rows="depth", columns="lam")
-
-
-def collapse_table(table, classes=10):
-    """Table 4 from the depth x λ table: which cells collapsed, i.e. ended below twice chance."""
-    return table.map(lambda v: "collapsed" if v < 2.0 / classes else "trains")
+    frame = tuning.results_frame(tuner)
+    frame = frame[frame.status == "COMPLETED"].reset_index(drop=True)
+    searched = tuning.tuning_config(base, args.subset)
+    images, _ = sample(searched, args.batch * 8, split="validation")
+    rows = []
+    for row in frame.itertuples():
+        model, _ = tuning.load_trial(searched, tuner, row.trial)
+        stats = analysis.activity(model, images)
+        rows.append({**stats, "diagnosis": analysis.diagnose(row.val_accuracy, stats, base.model.num_classes)})
+    frame = frame.join(pd.DataFrame(rows))
+    return tuning.pivot(frame, rows="depth", columns="lam"), frame
 
 
 def gradients(args, figures):
@@ -147,6 +176,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--subset", type=int, default=2500, help="training images per run (0: all)")
     parser.add_argument("--data-dir", default=None, help="offline .npz folder (default $CAPSZOO_DATA_DIR)")
+    parser.add_argument("--table1-datasets", nargs="+", choices=DATASETS,
+                        help="datasets for table1 (default: every one available here)")
     parser.add_argument("--grid-dataset", default="fashion_mnist", choices=DATASETS)
     parser.add_argument("--lams", nargs="+", type=float, default=[1e-4, 1e-3, 0.1, 1, 2, 3, 4])
     parser.add_argument("--depths", nargs="+", type=int, default=[2, 3])
@@ -200,18 +231,26 @@ def main(argv=None):
             from capszoo.config import load_config
 
             args.grid_dataset = load_config(args.grid_config).data.dataset
-        if args.grid_dataset not in have:
+        if not available(args.grid_dataset, args.data_dir):
             sections.append(f"## Tables 2-4\n\nNot run: {args.grid_dataset} is not available here.")
         else:
-            table = grid(args)
+            table, trials = grid(args)
             show(f"Tables 2-3: validation accuracy (%), capsule layers x λ, {args.grid_dataset}", table,
                  to_markdown(table))
-            collapse = collapse_table(table)
-            show("Table 4: collapse (validation accuracy below twice chance)", collapse,
-                 to_markdown(collapse, percent=False))
+            collapse = trials.pivot(index="depth", columns="lam", values="diagnosis")
+            show("Table 4: which cells collapsed (validation accuracy below twice chance), and how", collapse,
+                 to_markdown(collapse, percent=False)
+                 + "\n\n\"no length\": every class capsule shorter than 0.01 (the small-λ starvation); "
+                   "\"ReLUs dead\": under 1 % of the first convolution's outputs positive.")
+            columns = ["trial", "depth", "lam", "val_accuracy", "best_epoch", "seconds", "relu_active",
+                       "length_mean", "length_max", "diagnosis"]
+            show("Grid trials", trials[columns], fmt(trials[columns]))
     if "table1" in args.experiments:
-        frame = table1(args, have)
-        show("Table 1: DRA vs ARA test accuracy (%), CapsNet2", frame)
+        chosen = [d for d in (args.table1_datasets or have) if d in have]
+        skipped = [d for d in DATASETS if d not in chosen]
+        frame = table1(args, chosen)
+        note = f"\n\nNot run: {', '.join(skipped)}." if skipped else ""
+        show("Table 1: DRA vs ARA test accuracy (%), CapsNet2", frame, fmt(frame) + note)
     (out / "results.md").write_text("\n\n".join(sections) + "\n")
     print(f"\nwrote {out / 'results.md'}")
     return 0
