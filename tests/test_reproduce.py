@@ -35,3 +35,19 @@ def test_grid_tables_diagnose_each_cell_and_a_second_run_reuses_the_search(tmp_p
     assert "  trial {" not in capsys.readouterr().out
     assert (tmp_path / "docs" / "results.md").read_text().split("## Tables 2-3")[1] == \
         results.split("## Tables 2-3")[1]
+
+
+def test_activity_of_a_trained_run_beside_its_initialisation(tmp_path, capsys):
+    from capszoo.training import train
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_DIGITS_TOML)
+    _, metrics = train(config, out_dir=tmp_path / "tiny-run", epochs=1, verbose=0)
+    args = ["--experiments", "activity", "--activity-runs", str(tmp_path / "tiny-run"), "--batch", "2",
+            "--out", str(tmp_path / "docs")]
+    assert _reproduce().main(args) == 0
+    results = (tmp_path / "docs" / "results.md").read_text()
+    assert "## First-convolution activity of trained runs (16 test images)" in results
+    row = next(line for line in results.splitlines() if line.startswith("| tiny-run |"))
+    assert row.split(" | ")[1:4] == ["adaptive_lambda", "2", "1"]
+    assert f"{metrics['test_accuracy']:.4g}" in results

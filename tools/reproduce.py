@@ -13,6 +13,8 @@ Experiments (each optional):
   grid search (validation accuracy; resumable: an existing search in ``--tuning-dir`` is reused).
   Table 4's collapse (accuracy at chance) is read off the same grid.
 - ``gradients``: first-convolution gradients of CapsNet2/3/4 x DRA/ARA on one real batch.
+- ``activity``: the first convolution's ReLU activity and class-capsule lengths of the trained
+  runs given with ``--activity-runs``, freshly initialised and trained.
 - ``energy``, ``distribution``: the objective-function paper's Fig. 1 (random predictions, and a
   trained model's class-capsule layer with ``--energy-model``) and Fig. 2.
 """
@@ -162,6 +164,37 @@ def energy_and_distribution(args, figures, experiments):
     return out
 
 
+def activity(args):
+    """The first convolution's ReLU activity and the class-capsule lengths of trained runs on
+    test images, beside the same network freshly initialised (from the run's seed)."""
+    import json
+
+    import keras
+    import pandas as pd
+
+    from capszoo import analysis
+    from capszoo.data import sample
+    from capszoo.runs import load_trained
+    from capszoo.training import build_model
+
+    rows = []
+    for run in args.activity_runs:
+        model, config = load_trained(run)
+        config = config.with_overrides(data_dir=args.data_dir)
+        images, _ = sample(config, args.batch * 8)
+        keras.utils.set_random_seed(config.training.seed)
+        fresh = analysis.activity(build_model(config, compile=False), images)
+        trained = analysis.activity(model, images)
+        metrics_path = Path(run) / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        rows.append({"run": Path(run).name, "routing": config.model.routing, "depth": config.model.depth,
+                     "epochs": metrics.get("epochs"), "train_images": metrics.get("train_examples"),
+                     "test_accuracy": metrics.get("test_accuracy"), "relu_active_init": fresh["relu_active"],
+                     "relu_active_trained": trained["relu_active"], "length_max_init": fresh["length_max"],
+                     "length_mean_trained": trained["length_mean"]})
+    return pd.DataFrame(rows)
+
+
 def fmt(frame):
     """A flat DataFrame as a Markdown table (4 significant digits)."""
     from capszoo.tuning import to_markdown
@@ -172,7 +205,7 @@ def fmt(frame):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", nargs="+", default=["energy", "distribution", "gradients", "grid"],
-                        choices=["table1", "grid", "gradients", "energy", "distribution"])
+                        choices=["table1", "grid", "gradients", "energy", "distribution", "activity"])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--subset", type=int, default=2500, help="training images per run (0: all)")
     parser.add_argument("--data-dir", default=None, help="offline .npz folder (default $CAPSZOO_DATA_DIR)")
@@ -186,6 +219,8 @@ def main(argv=None):
     parser.add_argument("--gradient-dataset", default="mnist", choices=DATASETS)
     parser.add_argument("--batch", type=int, default=32, help="images for gradients / energy on a model")
     parser.add_argument("--energy-model", help="a run folder or trained zoo entry for the energy on real images")
+    parser.add_argument("--activity-runs", nargs="+", default=[],
+                        help="run folders for the activity experiment (first-conv ReLUs, capsule lengths)")
     parser.add_argument("--tuning-dir", default="runs/reproduce-tuning")
     parser.add_argument("--runs", default="runs/reproduce")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where results.md and figures/ go")
@@ -251,6 +286,11 @@ def main(argv=None):
         frame = table1(args, chosen)
         note = f"\n\nNot run: {', '.join(skipped)}." if skipped else ""
         show("Table 1: DRA vs ARA test accuracy (%), CapsNet2", frame, fmt(frame) + note)
+    if "activity" in args.experiments:
+        frame = activity(args)
+        show(f"First-convolution activity of trained runs ({args.batch * 8} test images)", frame,
+             fmt(frame) + "\n\nrelu_active: share of the first convolution's outputs that are positive; "
+             "_init: the same network freshly initialised from the run's seed.")
     (out / "results.md").write_text("\n\n".join(sections) + "\n")
     print(f"\nwrote {out / 'results.md'}")
     return 0
