@@ -11,7 +11,9 @@ Experiments (each optional):
   full test split, beside the paper's Table 1.
 - ``grid``: Tables 2-4 (capsule layers x λ, λ-routing) on ``--grid-dataset`` as a keras-tuner
   grid search (validation accuracy; resumable: an existing search in ``--tuning-dir`` is reused).
-  Table 4's collapse (accuracy at chance) is read off the same grid.
+  Table 4's collapse (validation accuracy under twice chance) is read off the same grid, with
+  its cause per cell from each trial's network (``capszoo.analysis.diagnose``): class capsules
+  without length (small-λ starvation) or first-convolution ReLUs dead.
 - ``gradients``: first-convolution gradients of CapsNet2/3/4 x DRA/ARA on one real batch.
 - ``activity``: the first convolution's ReLU activity and class-capsule lengths of the trained
   runs given with ``--activity-runs``, freshly initialised and trained.
