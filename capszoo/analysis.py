@@ -12,7 +12,8 @@
   with dynamic vs λ-routing on one real batch (adaptive-routing paper, Fig. 3 vs Fig. 6).
 - :func:`activity` and :func:`diagnose`: why a trained network sits at chance. Either its class
   capsules have no length (squash of near-zero sums: the gradient starvation the adaptive-routing
-  paper's Table 4 shows for small λ) or its first convolution's ReLUs died early in training.
+  paper's Table 4 shows for small λ), all of them are saturated near length 1, or its first
+  convolution's ReLUs died early in training.
 
 Routing traces run the project's own :class:`capszoo.routing.DynamicRouting` (with
 ``return_state=True``) on a capsule layer's predictions: for a trained model, on its layer's
@@ -302,6 +303,7 @@ def plot_gradients(frame, grads, path):
 
 DEAD_RELU = 0.01  # below this share of positive first-conv outputs, the ReLUs count as dead
 NO_LENGTH = 0.01  # class capsules all shorter than this carry no signal
+SATURATED = 0.9  # class capsules this long on average: every class lit, squash saturated
 
 
 def activity(model, images):
@@ -319,13 +321,17 @@ def activity(model, images):
 def diagnose(accuracy, stats, classes=10):
     """One word on a trained network: ``trains`` (accuracy at least twice chance), else which
     collapse: ``ReLUs dead`` (:data:`DEAD_RELU`), ``no length`` (every class capsule shorter than
-    :data:`NO_LENGTH`: the small-λ starvation) or plain ``collapsed``. ``stats`` is :func:`activity`'s."""
+    :data:`NO_LENGTH`: the small-λ starvation), ``saturated`` (class capsules :data:`SATURATED`
+    long on average: every class lit, where squash passes almost no gradient) or plain
+    ``collapsed``. ``stats`` is :func:`activity`'s."""
     if accuracy >= 2.0 / classes:
         return "trains"
     if stats["relu_active"] < DEAD_RELU:
         return "collapsed: ReLUs dead"
     if stats["length_max"] < NO_LENGTH:
         return "collapsed: no length"
+    if stats["length_mean"] > SATURATED:
+        return "collapsed: saturated"
     return "collapsed"
 
 

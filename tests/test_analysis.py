@@ -128,6 +128,8 @@ def test_activity_and_diagnose_tell_the_two_collapses_apart():
     assert analysis.diagnose(0.2, alive) == "trains"  # twice chance (10 classes) is enough
     long_and_alive = {"relu_active": 0.5, "length_mean": 0.3, "length_max": 0.9}
     assert analysis.diagnose(0.5, long_and_alive, classes=3) == "collapsed"  # at chance, cause unknown
+    every_class_lit = {"relu_active": 0.5, "length_mean": 0.99, "length_max": 1.0}
+    assert analysis.diagnose(0.1, every_class_lit) == "collapsed: saturated"
 
     model.conv.bias.assign(np.full(tuple(model.conv.bias.shape), -1e3, "float32"))  # every ReLU dead
     dead = analysis.activity(model, x)

@@ -278,6 +278,7 @@ def main(argv=None):
             show("Table 4: which cells collapsed (validation accuracy below twice chance), and how", collapse,
                  to_markdown(collapse, percent=False)
                  + "\n\n\"no length\": every class capsule shorter than 0.01 (the small-λ starvation); "
+                   "\"saturated\": class capsules 0.9 long or more on average (every class lit); "
                    "\"ReLUs dead\": under 1 % of the first convolution's outputs positive.")
             columns = ["trial", "depth", "lam", "val_accuracy", "best_epoch", "seconds", "relu_active",
                        "length_mean", "length_max", "diagnosis"]
