@@ -52,15 +52,18 @@ def available(dataset, data_dir):
         return False
 
 
-def finished_run(run, config):
-    """The metrics of a run folder that already trained ``config`` to the end, else None: a second
-    invocation reuses finished runs instead of re-evaluating them."""
+def run_metrics(run):
+    """A run folder's ``metrics.json`` (what training measured), or ``{}`` before it finished."""
     import json
 
     path = Path(run) / "metrics.json"
-    if not path.is_file():
-        return None
-    metrics = json.loads(path.read_text())
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def finished_run(run, config):
+    """The metrics of a run folder that already trained ``config`` to the end, else None: a second
+    invocation reuses finished runs instead of re-evaluating them."""
+    metrics = run_metrics(run)
     done = metrics.get("config_sha256") == config.sha256() and metrics.get("epochs") == config.training.epochs
     return metrics if done else None
 
@@ -169,8 +172,6 @@ def energy_and_distribution(args, figures, experiments):
 def activity(args):
     """The first convolution's ReLU activity and the class-capsule lengths of trained runs on
     test images, beside the same network freshly initialised (from the run's seed)."""
-    import json
-
     import keras
     import pandas as pd
 
@@ -187,8 +188,7 @@ def activity(args):
         keras.utils.set_random_seed(config.training.seed)
         fresh = analysis.activity(build_model(config, compile=False), images)
         trained = analysis.activity(model, images)
-        metrics_path = Path(run) / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        metrics = run_metrics(run)
         rows.append({"run": Path(run).name, "routing": config.model.routing, "depth": config.model.depth,
                      "epochs": metrics.get("epochs"), "train_images": metrics.get("train_examples"),
                      "test_accuracy": metrics.get("test_accuracy"), "relu_active_init": fresh["relu_active"],
