@@ -12,14 +12,14 @@ def cmd_demo(args):
 
     from capszoo import zoo
     from capszoo.config import load_config
-    from capszoo.data import CLASS_NAMES, load_splits, make_dataset
+    from capszoo.data import CLASS_NAMES, load_splits, scale_and_resize_numpy
 
     name = "ara-digits"
     config = load_config(name)
     model = zoo.load(name)
     card = zoo.read_card(name)
     splits = load_splits(config)
-    x_test = np.concatenate([x.numpy() for x, _ in make_dataset(*splits.test, config, training=False)])
+    x_test = scale_and_resize_numpy(splits.test[0], config.data)
     y_test = splits.test[1]
     scores = np.asarray(model.predict(x_test, verbose=0))
     predicted = scores.argmax(axis=1)
@@ -104,8 +104,9 @@ def cmd_train(args):
     from capszoo.training import train
 
     _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir, resume=args.resume,
-                       distribute=args.distribute, verbose=args.verbose)
-    summary = {k: metrics[k] for k in ("name", "test_accuracy", "test_loss", "epochs", "wall_time_s", "images_per_s")}
+                       distribute=args.distribute, verbose=args.verbose, time_limit=args.time_limit)
+    summary = {k: metrics[k] for k in ("name", "test_accuracy", "test_loss", "epochs", "epochs_planned", "wall_time_s",
+                                       "images_per_s")}
     print(json.dumps(summary))
     return 0
 
@@ -316,6 +317,9 @@ def build_parser():
     train.add_argument("--data-dir", help="offline folder of .npz datasets (else $CAPSZOO_DATA_DIR, else tfds)")
     train.add_argument("--out", help="run folder (default runs/NAME)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    train.add_argument("--time-limit", type=float, metavar="SECONDS",
+                       help="start no epoch that would end past SECONDS of training (judged by the longest epoch so "
+                            "far); the run still saves, evaluates and can be --resume'd")
     train.add_argument("--distribute", choices=["mirrored", "multi_worker"],
                        help="tf.distribute strategy (TensorFlow backend)")
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress: 0, 1 bar, 2 line")

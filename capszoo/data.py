@@ -11,23 +11,32 @@ Sources, in the order ``source = "auto"`` tries them:
 
 ``digits`` is scikit-learn's bundled 8x8 digits (1,797 images) and needs neither.
 
-This module is TensorFlow-specific on purpose: data loading is where TF belongs.
+Batches come from a ``tf.data`` pipeline where TensorFlow is installed, else from a NumPy
+pipeline with the same preprocessing and the same guarantees (a pure function of the seed, so a
+resumed run sees what an uninterrupted one would). The NumPy one is what trains on a JAX or
+PyTorch machine without TensorFlow; ``CAPSZOO_PIPELINE=numpy|tf`` picks one explicitly. The two
+give identical evaluation batches; their training streams are shuffled and shifted by different
+random generators.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import math
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from capszoo.config import DATASET_SHAPES, Config, DataConfig
 
 ENV_DATA_DIR = "CAPSZOO_DATA_DIR"
+ENV_PIPELINE = "CAPSZOO_PIPELINE"
+PIPELINES = ("tf", "numpy")
 
 # Offline file names tried for each dataset, in order.
 NPZ_FILES = {
@@ -265,8 +274,22 @@ def steps_per_epoch(examples, batch_size):
     return max(1, math.ceil(examples / batch_size))
 
 
-def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_epoch=0):
-    """A batched, prefetched ``tf.data.Dataset`` of one split.
+def default_pipeline():
+    """``$CAPSZOO_PIPELINE`` if set, else ``"tf"`` where TensorFlow is installed and ``"numpy"`` where not."""
+    chosen = os.environ.get(ENV_PIPELINE)
+    if chosen:
+        if chosen not in PIPELINES:
+            raise ValueError(f"${ENV_PIPELINE} must be one of {', '.join(PIPELINES)}, got {chosen!r}")
+        return chosen
+    return "tf" if importlib.util.find_spec("tensorflow") is not None else "numpy"
+
+
+def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_epoch=0, pipeline=None):
+    """The batches of one split, for ``model.fit`` / ``model.evaluate``.
+
+    ``pipeline``: ``"tf"`` (a prefetched ``tf.data.Dataset``), ``"numpy"`` (an endless generator
+    when training, a re-iterable ``keras.utils.PyDataset`` when not), or ``None`` for
+    :func:`default_pipeline`.
 
     Evaluation (``training=False``): one pass, in order, no augmentation.
 
@@ -280,6 +303,11 @@ def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_ep
     Elements are ``(images, labels)``; for a model with a decoder,
     ``({"images", "labels"}, {"class_scores": labels, "reconstruction": images})``.
     """
+    pipeline = pipeline or default_pipeline()
+    if pipeline == "numpy":
+        return _numpy_dataset(x, y, config, training, batch_size, start_epoch)
+    if pipeline != "tf":
+        raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
     import tensorflow as tf
 
     data = config.data
@@ -312,9 +340,84 @@ def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_ep
 
         ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(one_epoch)
     if config.model.decoder:
-        ds = ds.map(lambda images, labels: ({"images": images, "labels": labels},
-                                            {"class_scores": labels, "reconstruction": images}))
+        ds = ds.map(lambda images, labels: _pack(images, labels, config))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ---- the NumPy pipeline (no TensorFlow needed) ----
+
+def scale_and_resize_numpy(images, data_config: DataConfig):
+    """:func:`scale_and_resize` in NumPy: the same values for ``pad``; ``bilinear`` through
+    ``keras.ops.image.resize`` (TF's own resize on the TensorFlow backend)."""
+    x = np.asarray(images, dtype=np.float32) / np.float32(255.0)
+    height, width, _ = data_config.image_shape
+    if tuple(x.shape[1:3]) != (height, width):
+        if data_config.resize == "pad":
+            top, left = (height - x.shape[1]) // 2, (width - x.shape[2]) // 2
+            x = np.pad(x, [(0, 0), (top, height - x.shape[1] - top), (left, width - x.shape[2] - left), (0, 0)])
+        else:
+            resized = keras.ops.image.resize(x, (height, width), interpolation="bilinear", antialias=False,
+                                             data_format="channels_last")
+            x = np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0).astype(np.float32)
+    return x
+
+
+def random_shift_numpy(images, max_shift, rng):
+    """:func:`random_shift` in NumPy, each image's (dy, dx) drawn from the generator ``rng``."""
+    if max_shift == 0:
+        return images
+    batch, height, width = images.shape[:3]
+    padded = np.pad(images, [(0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)])
+    offsets = rng.integers(0, 2 * max_shift + 1, size=(batch, 2))
+    rows = offsets[:, :1] + np.arange(height)[None, :]
+    cols = offsets[:, 1:] + np.arange(width)[None, :]
+    return padded[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def _pack(images, labels, config: Config):
+    if config.model.decoder:
+        return {"images": images, "labels": labels}, {"class_scores": labels, "reconstruction": images}
+    return images, labels
+
+
+def _numpy_dataset(x, y, config: Config, training, batch_size, start_epoch):
+    data = config.data
+    batch_size = batch_size or config.training.batch_size
+    labels = np.asarray(y, dtype=np.int32)
+    if not training:
+        return _NumpyBatches(x, labels, config, batch_size)
+
+    def stream():
+        n = len(x)
+        epoch = start_epoch
+        while True:
+            # Stateless in the same sense as the tf.data stream: (data.seed, epoch[, step]) alone decide.
+            order = np.random.default_rng([data.seed, epoch]).permutation(n)
+            for step, start in enumerate(range(0, n, batch_size)):
+                index = order[start:start + batch_size]
+                images = scale_and_resize_numpy(x[index], data)
+                if data.shift_pixels:
+                    images = random_shift_numpy(images, data.shift_pixels,
+                                                np.random.default_rng([data.seed, epoch, step]))
+                yield _pack(images, labels[index], config)
+            epoch += 1
+
+    return stream()
+
+
+class _NumpyBatches(keras.utils.PyDataset):
+    """One in-order pass over a split, no augmentation; re-iterable (Keras validates every epoch)."""
+
+    def __init__(self, x, labels, config: Config, batch_size):
+        super().__init__()
+        self.x, self.labels, self.config, self.batch_size = x, labels, config, batch_size
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return _pack(scale_and_resize_numpy(self.x[part], self.config.data), self.labels[part], self.config)
 
 
 def load_splits(config: Config) -> Splits:
@@ -329,6 +432,4 @@ def sample(config: Config, count, split="test"):
     if arrays is None:
         raise ValueError(f"split must be test, validation (with data.validation_fraction > 0) or train, got {split!r}")
     x, y = arrays[0][:count], arrays[1][:count]
-    batches = make_dataset(x, y, config, training=False).as_numpy_iterator()
-    images = np.concatenate([b["images"] if isinstance(b, dict) else b for b, _ in batches])
-    return images, y.astype(np.int32)
+    return scale_and_resize_numpy(x, config.data), y.astype(np.int32)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from capszoo.config import Config, load_config
-from capszoo.data import load_splits, make_dataset, steps_per_epoch
+from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet
 from capszoo.ops import MarginLoss
 
@@ -115,6 +115,32 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         for old in self.folder.glob("epoch-*.keras"):
             if old != final:
                 old.unlink()
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop after the epoch at which another epoch, as long as the longest so far, would end
+    past ``seconds`` since training began; counts the epochs it let finish."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.completed = 0
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self.start = self.epoch_start = time.perf_counter()
+        self.longest = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.completed += 1
+        self.longest = max(self.longest, now - self.epoch_start)
+        if self.seconds is not None and now - self.start + self.longest > self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
 
 
 def latest_checkpoint(folder):
@@ -209,7 +235,8 @@ def _write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto"):
+def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto",
+          time_limit=None):
     """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate on its test split.
 
     Args:
@@ -219,6 +246,11 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
             already holds checkpoints is refused.
         distribute: ``None``, ``"mirrored"`` (all local devices) or ``"multi_worker"``
             (``TF_CONFIG``), TensorFlow backend.
+        time_limit: seconds of training after which no further epoch is started (see
+            :class:`TimeLimit`). The run then ends early but complete: weights saved, test split
+            evaluated, ``metrics["epochs"]`` the epochs actually trained and
+            ``metrics["epochs_planned"]`` the config's. The learning-rate schedule stays the
+            config's, so ``resume`` continues it exactly.
 
     Returns ``(model, metrics)``; ``metrics`` is also written to ``out_dir/metrics.json``.
     """
@@ -247,10 +279,13 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     _truncate_history(run / "history.csv", done)
     train_ds = make_dataset(*splits.train, config, training=True, start_epoch=done)
     val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
-    guard = NanGuard()
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    guard, clock = NanGuard(), TimeLimit(time_limit)
     callbacks = [
         lr_schedule(config),
         guard,
+        clock,
         keras.callbacks.CSVLogger(str(run / "history.csv"), append=checkpoint is not None),
         AtomicCheckpoint(checkpoints),
     ]
@@ -264,7 +299,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         epoch, batch, loss = guard.failure
         raise TrainingError(f"training loss became {loss} at epoch {epoch}, batch {batch}: stopped. Lower "
                             "training.learning_rate, or check the data for NaN/inf values")
-    epochs_run = config.training.epochs - done
+    epochs_run = clock.completed
     save_model_weights(model, config, run / "model.weights.h5")
     test = evaluate(model, config, splits=splits)
     metrics = {
@@ -273,13 +308,16 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "test_examples": test["examples"],
-        "epochs": config.training.epochs,
+        "epochs": done + epochs_run,
+        "epochs_planned": config.training.epochs,
+        "stopped_by_time_limit": clock.stopped,
         "epochs_this_run": epochs_run,
         "resumed_from_epoch": done,
         "train_examples": int(len(splits.train[1])),
         "wall_time_s": round(wall, 1),
         "images_per_s": round(epochs_run * len(splits.train[1]) / wall, 1) if epochs_run and wall > 0 else None,
         "dataset": {"name": config.data.dataset, **splits.source},
+        "data_pipeline": default_pipeline(),
         "hardware": hardware(),
         "versions": versions(),
         "distribute": distribute or None,

@@ -154,8 +154,12 @@ def load(name, weights="zoo", compile=True):
 def publish(run_dir, name=None, dest=None):
     """Copy a finished run's weights into ``saved_models/NAME/`` and write its card.
 
-    The card is built from the run's ``metrics.json`` (written by training, which evaluated the
-    final weights with :func:`capszoo.training.evaluate`) plus the weights' sha256 and size.
+    The card is built from the run's ``metrics.json`` (epochs, wall time, hardware and versions
+    of the training run) plus the weights' sha256 and size. Its test accuracy and loss are
+    measured here, on the published (re-saved) weights with :func:`capszoo.training.evaluate`
+    in this process's backend: a run trained elsewhere (a GPU with JAX, say) is thereby checked
+    where users load it. ``evaluated_on`` says where; ``test_accuracy_at_training`` keeps the
+    training run's own figure when the two differ.
     """
     run_dir = Path(run_dir)
     metrics_path, weights_path = run_dir / "metrics.json", run_dir / WEIGHTS_FILE
@@ -171,11 +175,12 @@ def publish(run_dir, name=None, dest=None):
     dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
     dest.mkdir(parents=True, exist_ok=True)
     from capszoo.runs import load_weights_checked
-    from capszoo.training import build_model
+    from capszoo.training import build_model, evaluate, hardware, versions
 
     # Re-save through an uncompiled model: the same weight values, without optimizer state.
     model = load_weights_checked(build_model(config, compile=False), weights_path)
     model.save_weights(dest / WEIGHTS_FILE)
+    test = evaluate(load_weights_checked(build_model(config, compile=False), dest / WEIGHTS_FILE), config)
     dataset = dict(metrics["dataset"])
     if dataset.get("name") != config.data.dataset:
         dataset["loader"] = dataset.get("name")
@@ -191,9 +196,17 @@ def publish(run_dir, name=None, dest=None):
         "weights_dtype": "float32",
         "params": model.count_params(),
         "dataset": dataset,
-        **{k: metrics[k] for k in ("test_accuracy", "test_loss", "test_examples", "epochs", "train_examples",
-                                   "wall_time_s", "images_per_s", "hardware", "versions")},
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_examples": test["examples"],
+        "evaluated_on": {"hardware": hardware(), "versions": versions()},
+        **{k: metrics[k] for k in ("epochs", "train_examples", "wall_time_s", "images_per_s", "hardware", "versions")},
+        "epochs_planned": metrics.get("epochs_planned", metrics["epochs"]),
+        "data_pipeline": metrics.get("data_pipeline", "tf"),
+        "stopped_by_time_limit": metrics.get("stopped_by_time_limit", False),
         "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
     }
+    if metrics["test_accuracy"] != test["accuracy"]:
+        card["test_accuracy_at_training"] = metrics["test_accuracy"]
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return dest

@@ -88,6 +88,21 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_config_path, tmp_path
     assert metrics["test_accuracy"] > 0.5
 
 
+def test_time_limit_ends_the_run_early_but_complete_and_resumable(tiny_config_path, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="time_limit must be a positive number of seconds, got 0"):
+        train(tiny_config_path, out_dir=run, time_limit=0, verbose=0)
+    # Any limit shorter than one epoch: that epoch finishes, no second one starts.
+    _, metrics = train(tiny_config_path, out_dir=run, epochs=3, time_limit=1e-3, verbose=0)
+    assert (metrics["epochs"], metrics["epochs_planned"], metrics["stopped_by_time_limit"]) == (1, 3, True)
+    assert metrics["epochs_this_run"] == 1 and [int(r["epoch"]) for r in history(run)] == [0]
+    assert (run / "model.weights.h5").is_file() and 0.0 <= metrics["test_accuracy"] <= 1.0
+    # The schedule is the config's, so resuming finishes the planned run.
+    _, metrics = train(tiny_config_path, out_dir=run, epochs=3, resume=True, time_limit=3600, verbose=0)
+    assert (metrics["epochs"], metrics["resumed_from_epoch"], metrics["stopped_by_time_limit"]) == (3, 1, False)
+    assert [int(r["epoch"]) for r in history(run)] == [0, 1, 2]
+
+
 def test_diverging_loss_stops_with_a_clear_error(tiny_config_path, tmp_path):
     config = load_config(tiny_config_path).replace(training={"learning_rate": 1e30})
     with pytest.raises(TrainingError, match=r"training loss became (nan|inf) at epoch 1, batch \d+: stopped"):

@@ -2,6 +2,7 @@ import json
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -50,6 +51,22 @@ def test_every_zoo_entry_exists_and_matches_its_name():
                 (128, 1e-3, 0.95), name
 
 
+def test_every_published_entry_matches_its_recipe_and_card():
+    """saved_models/: one weights file per entry, at most 35 MB, that its card and zoo config describe."""
+    folder = zoo.source_saved_models()
+    published = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    assert {"ara-digits", "dra-mnist", "ara-cifar10"} <= set(published)
+    for name in published:
+        card = json.loads((folder / name / "card.json").read_text())
+        weights = folder / name / card["weights_file"]
+        assert {p.name for p in (folder / name).iterdir()} == {"card.json", "model.weights.h5"}, name
+        assert card["config_sha256"] == config_module.load_config(name).sha256(), name
+        assert card["weights_bytes"] == weights.stat().st_size <= 35_000_000, name
+        assert card["weights_sha256"] == zoo.sha256_file(weights), name
+        assert card["params"] == config_module.load_config(name).model.param_count(), name
+        assert 0.0 <= card["test_accuracy"] <= 1.0 and card["epochs"] <= card.get("epochs_planned", card["epochs"])
+
+
 def test_list_models_frame_gives_params_of_untrained_entries():
     frame = capszoo.list_models("*4-cifar10", as_frame=True).set_index("name")
     assert frame.loc["ara4-cifar10", "params"] == 74_659_072
@@ -84,6 +101,9 @@ def test_publish_writes_weights_and_a_measured_card(private_zoo):
     assert published == tmp_path / "saved_models" / "tiny-digits"
     card = json.loads((published / "card.json").read_text())
     assert card["test_accuracy"] == metrics["test_accuracy"] and card["epochs"] == 2
+    assert "test_accuracy_at_training" not in card  # measured again here: the same figure
+    assert card["evaluated_on"]["versions"]["backend"] == keras.backend.backend()
+    assert card["epochs_planned"] == 2 and card["stopped_by_time_limit"] is False
     assert card["weights_sha256"] == zoo.sha256_file(published / "model.weights.h5")
     assert card["weights_bytes"] == (published / "model.weights.h5").stat().st_size
     assert card["params"] == model.count_params() and card["dataset"]["kind"] == "sklearn"
@@ -94,6 +114,18 @@ def test_publish_writes_weights_and_a_measured_card(private_zoo):
         assert "optimizer" not in f
     assert {"cpu", "cpu_count"} <= set(card["hardware"]) and card["versions"]["keras"]
 
+
+
+def test_publish_measures_the_weights_here_not_only_where_they_trained(private_zoo):
+    """A run trained elsewhere (a GPU with JAX): the card's accuracy is measured on this machine."""
+    tmp_path, _, metrics, published = private_zoo
+    here = json.loads((published / "card.json").read_text())["test_accuracy"]
+    elsewhere = {**metrics, "test_accuracy": 0.01234, "versions": {**metrics["versions"], "backend": "jax"}}
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(elsewhere))
+    card = json.loads((zoo.publish(tmp_path / "run", dest=tmp_path / "again") / "card.json").read_text())
+    assert card["test_accuracy"] == here and card["test_accuracy_at_training"] == 0.01234
+    assert card["versions"]["backend"] == "jax"  # the training run's
+    assert card["evaluated_on"]["versions"]["backend"] == keras.backend.backend()
 
 def test_load_gives_the_trained_model_and_its_accuracy(private_zoo):
     _, model, metrics, _ = private_zoo

@@ -29,6 +29,18 @@ CAVEATS = {"digits": "scikit-learn 8×8 digits resized to 28×28: not a paper be
            "cifar10": "here: a JPEG re-encoding of CIFAR-10 (lossy)"}
 
 
+def trained_how(card):
+    """"30 epochs, 2 × AMD EPYC" or "49 of 150 epochs, NVIDIA H100 80GB HBM3 (JAX)"."""
+    planned = card.get("epochs_planned", card["epochs"])
+    epochs = f"{card['epochs']} of {planned} epochs" if planned != card["epochs"] else f"{card['epochs']} epochs"
+    hardware = card["hardware"]
+    if hardware.get("accelerators"):
+        where = f"{', '.join(hardware['accelerators'])} ({card['versions']['backend'].replace('jax', 'JAX')})"
+    else:
+        where = f"{hardware['cpu_count']} × {hardware['cpu'].replace('(R)', '').replace('(TM)', '')}"
+    return f"{epochs}, {where}"
+
+
 def table():
     lines = ["| entry | dataset | capsule layers | routing | λ / iterations | params | test accuracy here | "
              "paper | notes |", "|---|---|---:|---|---|---:|---|---:|---|"]
@@ -37,9 +49,7 @@ def table():
         setting = ", ".join([f"λ = {entry.lam:g}"] * pd.notna(entry.lam) +
                             [f"r = {entry.iterations:g}"] * pd.notna(entry.iterations)) or "–"
         if card:
-            cpu = card["hardware"]["cpu"].replace("(R)", "").replace("(TM)", "")
-            measured = (f"**{100 * card['test_accuracy']:.2f} %** ({card['epochs']} epochs, "
-                        f"{card['hardware']['cpu_count']} × {cpu})")
+            measured = f"**{100 * card['test_accuracy']:.2f} %** ({trained_how(card)})"
         else:
             measured = "not trained yet"
         paper = PAPER.get((entry.routing, entry.dataset)) if entry.depth == 2 and \

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Train zoo entries on a lent GPU machine that has JAX but neither TensorFlow nor Keras nor internet.
+#
+#   bash tools/device_train.sh start SECONDS NAME [NAME...]   launch, detached, and return at once
+#   bash tools/device_train.sh collect NAME [NAME...]         wait for those runs, pack them into $OUT
+#
+# Run from the repository root on that machine, with beside it (carried, git-ignored):
+#   .whl/                  keras, optree and namex wheels for its Python (README, "Training on a GPU")
+#   $DEVDATA (.devdata/)   the offline .npz files the entries need (CAPSZOO_DATA_DIR)
+# `start` trains every NAME at once on the one GPU, each with `capszoo train --time-limit SECONDS`
+# (JAX backend, NumPy input pipeline) in its own session, so that a run outlives the command that
+# started it as long as the machine is held; a later `collect` picks it up. `collect` packs each run
+# folder without its checkpoints into $OUT as 15 MiB pieces (runs-FIRSTNAME.tar.00, .01, ...) and
+# every log, config and history into meta.tar. Join them here with `cat runs-*.tar.* | tar x -C runs/` (per FIRSTNAME), then
+# `capszoo publish runs/zoo-NAME`, which re-evaluates the weights on this machine before the card.
+set -u
+mode=$1
+shift
+runs=/tmp/runs
+out=${OUT:-/tmp/out}
+mkdir -p "$out" "$runs"
+if [ ! -d /tmp/site/keras ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+export CAPSZOO_DATA_DIR=$PWD/${DEVDATA:-.devdata}
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several trainings share the GPU
+
+case $mode in
+start)
+    limit=$1
+    shift
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)" || exit 1
+    for name in "$@"; do
+        config=${name#*=}  # NAME, or RUN=CONFIG.toml for a config file under the run name RUN
+        name=${name%%=*}
+        # The run is over when NAME.rc exists (its exit status).
+        setsid nohup bash -c "timeout $((${limit%.*} + 300)) python3 -m capszoo train $config --out $runs/zoo-$name \
+            --time-limit $limit --verbose 2 >$runs/$name.log 2>&1; echo \$? >$runs/$name.rc" >/dev/null 2>&1 &
+        echo "started $name (time limit ${limit} s)"
+    done
+    ;;
+collect)
+    ticks=0
+    for name in "$@"; do
+        while [ ! -f "$runs/$name.rc" ]; do
+            sleep 5
+            ticks=$((ticks + 1))
+            if [ $((ticks % 12)) -eq 0 ]; then
+                nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+                tail -qn 1 "$runs"/*.log
+            fi
+        done
+        echo "$name exited with $(cat "$runs/$name.rc")"
+    done
+    # Every run's logs, configs, histories and metrics (small); the weights only of $PACK
+    # (default: all NAMEs), or of `best:A,B,...`: the run among A, B, ... with the highest final
+    # val_accuracy, so that a sweep sends back one set of weights chosen on validation data.
+    (cd "$runs" && tar cf "$out/meta.tar" --exclude=checkpoints --exclude=model.weights.h5 *.log zoo-*)
+    pack=""
+    for item in ${PACK:-$*}; do
+        case $item in
+        best:*) item=$(python3 "$(dirname "$0")/best_run.py" $(echo "${item#best:}" | tr , '\n' | sed "s|^|$runs/zoo-|")) ;;
+        esac
+        pack="$pack zoo-${item#zoo-}"
+    done
+    echo "packing:$pack"
+    (cd "$runs" && tar cf - --exclude=checkpoints $pack) | split -b 15M -d - "$out/runs-$1.tar."
+    ls -la "$out"
+    for log in "$runs"/*.log; do echo "== $log"; tail -n 2 "$log"; done
+    ;;
+*)
+    echo "mode must be start or collect, got $mode" >&2
+    exit 2
+    ;;
+esac
