@@ -254,6 +254,8 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
 
     Returns ``(model, metrics)``; ``metrics`` is also written to ``out_dir/metrics.json``.
     """
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir)
     run = Path(out_dir or Path("runs") / config.name)
     checkpoints = run / "checkpoints"
@@ -279,8 +281,6 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     _truncate_history(run / "history.csv", done)
     train_ds = make_dataset(*splits.train, config, training=True, start_epoch=done)
     val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     guard, clock = NanGuard(), TimeLimit(time_limit)
     callbacks = [
         lr_schedule(config),

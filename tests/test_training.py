@@ -92,6 +92,7 @@ def test_time_limit_ends_the_run_early_but_complete_and_resumable(tiny_config_pa
     run = tmp_path / "run"
     with pytest.raises(ValueError, match="time_limit must be a positive number of seconds, got 0"):
         train(tiny_config_path, out_dir=run, time_limit=0, verbose=0)
+    assert not run.exists()  # refused before anything is written
     # Any limit shorter than one epoch: that epoch finishes, no second one starts.
     _, metrics = train(tiny_config_path, out_dir=run, epochs=3, time_limit=1e-3, verbose=0)
     assert (metrics["epochs"], metrics["epochs_planned"], metrics["stopped_by_time_limit"]) == (1, 3, True)
