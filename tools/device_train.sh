@@ -11,8 +11,19 @@
 # (JAX backend, NumPy input pipeline) in its own session, so that a run outlives the command that
 # started it as long as the machine is held; a later `collect` picks it up. `collect` packs each run
 # folder without its checkpoints into $OUT as 15 MiB pieces (runs-FIRSTNAME.tar.00, .01, ...) and
-# every log, config and history into meta.tar. Join them here with `cat runs-*.tar.* | tar x -C runs/` (per FIRSTNAME), then
-# `capszoo publish runs/zoo-NAME`, which re-evaluates the weights on this machine before the card.
+# every log, config and history into meta.tar. Join them here with
+# `cat runs-FIRSTNAME.tar.* | tar x -C runs/`, then `capszoo publish runs/zoo-NAME`, which
+# re-evaluates the weights on this machine before it writes the card.
+#
+# Learnt on an H100 (2026-11-22):
+# - The tree that travels is limited to 64 MiB and saved_models/ is larger. Before the calls:
+#   `git rm -r -q --cached saved_models/*/model.weights.h5` and add the line
+#   `/saved_models/*/model.weights.h5` to .git/info/exclude; afterwards remove that line and
+#   `git reset -q -- saved_models`. Commit nothing in between.
+# - The machine is given back 30 s after a call ends, and detached runs die with it: have the
+#   next call ready before the previous one returns.
+# - Five runs at once kept CIFAR-10 epochs at 8-17 s; nine made them 50 s (the first, compiling,
+#   200 s), and --time-limit, judged by the longest epoch, then stops a run early.
 set -u
 mode=$1
 shift
