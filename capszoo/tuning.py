@@ -300,11 +300,12 @@ def load_trial(config, tuner_or_dir, trial_id):
     weights = folder / "checkpoint.weights.h5"
     if not weights.is_file():
         raise ValueError(f"trial {trial_id} in {project} has no weights (it did not finish an epoch)")
+    from capszoo.runs import load_weights_checked
+
     config = trial_config(load_config(config), values)
-    model = build_model(config)
     with warnings.catch_warnings():  # the checkpoint has optimizer slots a fresh model lacks: expected
         warnings.simplefilter("ignore", UserWarning)
-        model.load_weights(weights)
+        model = load_weights_checked(build_model(config), weights)
     return model, config
 
 

@@ -180,6 +180,7 @@ def publish(run_dir, name=None, dest=None):
     # Re-save through an uncompiled model: the same weight values, without optimizer state.
     model = load_weights_checked(build_model(config, compile=False), weights_path)
     model.save_weights(dest / WEIGHTS_FILE)
+    # Measured on the file users will load, not on the in-memory copy it was saved from.
     test = evaluate(load_weights_checked(build_model(config, compile=False), dest / WEIGHTS_FILE), config)
     dataset = dict(metrics["dataset"])
     if dataset.get("name") != config.data.dataset:
