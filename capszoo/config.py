@@ -69,6 +69,7 @@ def _known_routing(key, value):
 # The intermediate capsule layers of the adaptive-routing paper's deeper nets, in order:
 # CapsNet3 adds 256 capsules after the primary ones, CapsNet4 256 and then 32.
 PAPER_HIDDEN_CAPSULES = (256, 32)
+PRECISIONS = ("float32", "mixed_bfloat16")
 # What a [search] table may vary (in the order results are shown).
 SEARCH_DIMENSIONS = ("routing", "lam", "iterations", "depth", "learning_rate")
 
@@ -317,6 +318,10 @@ class TrainingConfig(_Section):
             used only when the model has a decoder.
         m_plus, m_minus, down_weight: the margin loss.
         seed: weights initialisation and everything else random in Keras.
+        precision: ``float32``, or ``mixed_bfloat16``: the two convolutions compute in bfloat16
+            (about twice as fast on a CPU with AVX-512 BF16, and on GPUs) while the squash, the
+            routing, the lengths and every weight stay float32. Training only: the weights saved
+            are float32 and :func:`capszoo.load` builds a float32 model.
     """
 
     section: ClassVar[str] = "training"
@@ -330,9 +335,11 @@ class TrainingConfig(_Section):
     m_minus: float = 0.1
     down_weight: float = 0.5
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self):
         set_ = object.__setattr__
+        _choice("precision", self.precision, PRECISIONS, "training")
         set_(self, "epochs", _positive_int("epochs", self.epochs, "training"))
         set_(self, "batch_size", _positive_int("batch_size", self.batch_size, "training"))
         set_(self, "seed", _positive_int("seed", self.seed, "training", minimum=0))
@@ -522,11 +529,13 @@ class Config:
         except ValueError as err:
             raise ValueError(f"config {path}: {err}") from None
 
-    def with_overrides(self, epochs=None, data_dir=None):
-        """The command line's ``--epochs`` and ``--data-dir`` applied."""
+    def with_overrides(self, epochs=None, data_dir=None, precision=None):
+        """The command line's ``--epochs``, ``--data-dir`` and ``--precision`` applied."""
         config = self
         if epochs is not None:
             config = config.replace(training={"epochs": epochs})
+        if precision is not None:
+            config = config.replace(training={"precision": precision})
         if data_dir is not None:
             config = config.replace(data={"data_dir": str(data_dir)})
         return config
@@ -539,6 +548,8 @@ class Config:
         identifies a recipe."""
         payload = {k: v for k, v in self.to_dict().items() if k in ("model", "data", "training")}
         payload["data"] = {k: v for k, v in payload["data"].items() if k not in ("data_dir", "source")}
+        if payload["training"]["precision"] == "float32":  # added later: float32 recipes keep their hashes
+            del payload["training"]["precision"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -22,6 +22,10 @@ class CapsNet(keras.Model):
     decoder reconstructs from the capsule of the label when the input is
     ``{"images": x, "labels": y}`` (training, as in Sabour et al.), otherwise from the longest
     capsule.
+
+    ``dtype`` (a Keras dtype policy, e.g. ``"mixed_bfloat16"``) applies to the two convolutions
+    only: the squash, routing, lengths and decoder always compute in float32, where bfloat16's
+    8-bit mantissa would distort the small vectors routing sums.
     """
 
     def __init__(self, config=None, name="capsnet", **kwargs):
@@ -34,24 +38,26 @@ class CapsNet(keras.Model):
         super().__init__(name=name, **base_kwargs)
         self.model_config = config
         self.conv = keras.layers.Conv2D(
-            config.conv_filters, config.conv_kernel_size, activation="relu", name="conv"
+            config.conv_filters, config.conv_kernel_size, activation="relu", dtype=self.dtype_policy, name="conv"
         )
         self.primary = PrimaryCapsule(
             config.primary_types,
             config.primary_dim,
             kernel_size=config.primary_kernel_size,
             strides=config.primary_strides,
+            dtype=self.dtype_policy,
             name="primary_capsules",
         )
         routing = config.routing_strategy()
         self.capsule_layers = [
-            CapsuleLayer(n, d, routing=routing, name=f"capsules_{k + 1}")
+            CapsuleLayer(n, d, routing=routing, dtype="float32", name=f"capsules_{k + 1}")
             for k, (n, d) in enumerate(zip(config.capsules, config.capsule_dims, strict=True))
         ]
-        self.length = Length(name="class_scores")
-        self.mask = Mask(name="mask") if config.decoder else None
+        self.length = Length(dtype="float32", name="class_scores")
+        self.mask = Mask(dtype="float32", name="mask") if config.decoder else None
         self.decoder = (
-            CapsuleDecoder(config.input_shape, config.decoder_units, name="decoder") if config.decoder else None
+            CapsuleDecoder(config.input_shape, config.decoder_units, dtype="float32", name="decoder")
+            if config.decoder else None
         )
         self.build((None, *config.input_shape))
 
@@ -121,7 +127,8 @@ class CapsNet(keras.Model):
         return outputs
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, "config": self.model_config.to_dict()}
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name,
+                "config": self.model_config.to_dict()}
 
     @classmethod
     def from_config(cls, config):
@@ -133,19 +140,21 @@ def _factory(depth):
 
     def build(input_shape=(28, 28, 1), num_classes=10, routing="dynamic", **overrides):
         name = overrides.pop("name", f"capsnet{depth}")
+        dtype = overrides.pop("dtype", None)
         capsules = tuple(overrides.pop("capsules", (*default_hidden, num_classes)))
         if len(capsules) != depth - 1:
             raise ValueError(f"CapsNet{depth} has {depth - 1} capsule layers after the primary capsules, "
                              f"got capsules={capsules!r}")
         config = ModelConfig.from_dict(dict(input_shape=input_shape, num_classes=num_classes, routing=routing,
                                             capsules=capsules, **overrides))
-        return CapsNet(config, name=name)
+        return CapsNet(config, name=name, dtype=dtype)
 
     build.__name__ = build.__qualname__ = f"CapsNet{depth}"
     build.__doc__ = (
         f"The adaptive-routing paper's CapsNet{depth}: capsule layers [primary, "
         f"{', '.join(map(str, default_hidden + ('num_classes',)))}].\n\n"
-        "Any :class:`ModelConfig` field can be overridden by keyword (widths for tiny test models)."
+        "Any :class:`ModelConfig` field can be overridden by keyword (widths for tiny test models); ``dtype``\n"
+        "is the convolutions' dtype policy (see :class:`CapsNet`)."
     )
     return build
 

@@ -67,8 +67,10 @@ def compile_model(model, config: Config):
     return model
 
 
-def build_model(config: Config, compile=True):
-    model = CapsNet(config.model, name=re.sub(r"\W", "_", config.name) or "capsnet")
+def build_model(config: Config, compile=True, precision="float32"):
+    """The config's model; ``precision`` is a Keras dtype policy for its convolutions (training
+    passes ``config.training.precision``; inference and published figures use float32)."""
+    model = CapsNet(config.model, name=re.sub(r"\W", "_", config.name) or "capsnet", dtype=precision)
     return compile_model(model, config) if compile else model
 
 
@@ -236,12 +238,13 @@ def _write_atomic(path, text):
 
 
 def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto",
-          time_limit=None):
+          time_limit=None, precision=None):
     """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate on its test split.
 
     Args:
         out_dir: the run folder (default ``runs/NAME``).
-        epochs, data_dir: override ``training.epochs`` / ``data.data_dir``.
+        epochs, data_dir, precision: override ``training.epochs`` / ``data.data_dir`` /
+            ``training.precision``.
         resume: continue from the newest checkpoint in ``out_dir``; without it a folder that
             already holds checkpoints is refused.
         distribute: ``None``, ``"mirrored"`` (all local devices) or ``"multi_worker"``
@@ -256,7 +259,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     """
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
-    config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir)
+    config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir, precision=precision)
     run = Path(out_dir or Path("runs") / config.name)
     checkpoints = run / "checkpoints"
     done, checkpoint = latest_checkpoint(checkpoints)
@@ -277,7 +280,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         if checkpoint is not None:
             model = keras.saving.load_model(checkpoint)
         else:
-            model = build_model(config)
+            model = build_model(config, precision=config.training.precision)
     _truncate_history(run / "history.csv", done)
     train_ds = make_dataset(*splits.train, config, training=True, start_epoch=done)
     val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
@@ -301,6 +304,9 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
                             "training.learning_rate, or check the data for NaN/inf values")
     epochs_run = clock.completed
     save_model_weights(model, config, run / "model.weights.h5")
+    if config.training.precision != "float32":  # measure what users get: the weights in a float32 model
+        model = build_model(config, compile=False)  # evaluate() compiles it
+        model.load_weights(run / "model.weights.h5")
     test = evaluate(model, config, splits=splits)
     metrics = {
         "name": config.name,
@@ -318,6 +324,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         "images_per_s": round(epochs_run * len(splits.train[1]) / wall, 1) if epochs_run and wall > 0 else None,
         "dataset": {"name": config.data.dataset, **splits.source},
         "data_pipeline": default_pipeline(),
+        "precision": config.training.precision,
         "hardware": hardware(),
         "versions": versions(),
         "distribute": distribute or None,

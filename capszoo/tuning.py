@@ -118,7 +118,7 @@ class CapsNetHyperModel(keras_tuner.HyperModel):
 
         config = trial_config(self.base, self.values(hp))
         keras.utils.set_random_seed(config.training.seed)
-        return build_model(config)
+        return build_model(config, precision=config.training.precision)
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         from capszoo.training import NanGuard, lr_schedule

@@ -204,6 +204,7 @@ def publish(run_dir, name=None, dest=None):
         **{k: metrics[k] for k in ("epochs", "train_examples", "wall_time_s", "images_per_s", "hardware", "versions")},
         "epochs_planned": metrics.get("epochs_planned", metrics["epochs"]),
         "data_pipeline": metrics.get("data_pipeline", "tf"),
+        "training_precision": metrics.get("precision", "float32"),
         "stopped_by_time_limit": metrics.get("stopped_by_time_limit", False),
         "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
     }

@@ -22,3 +22,17 @@ def test_bench_smoke_run_writes_table_and_json(tmp_path):
     assert rows[("backbone", "-")]["ratio_to_floor"] == 1.0
     assert all(r["fits"] and r["step_s"] > 0 and r["peak_gib"] > 0 for r in rows.values())
     assert "| 12x12x1 | CapsNet2 | adaptive_lambda |" in run.stdout
+
+
+def test_precision_bench_smoke_run(tiny_config_path, tmp_path):
+    out = tmp_path / "precision.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_precision.py"), "--entries", str(tiny_config_path),
+         "--batch", "8", "--rounds", "1", "--steps", "1", "--json", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["step_s"]) == {"float32", "mixed_bfloat16"} and min(row["step_s"].values()) > 0
+    assert row["ratio_float32_to_mixed"] == row["step_s"]["float32"] / row["step_s"]["mixed_bfloat16"]
+    assert f"| {tiny_config_path} |" in run.stdout

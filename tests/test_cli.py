@@ -39,6 +39,8 @@ def test_train_eval_predict_round_trip(tiny_config_path, tmp_path, capsys):
     (["train", "ara-mnist", "--data-dir", "/nonexistent"], "not in the offline folder /nonexistent"),
     (["train", "ara-mnist", "--epochs", "0"], "training.epochs must be an integer >= 1"),
     (["train", "ara-digits", "--time-limit", "-5"], "time_limit must be a positive number of seconds, got -5.0"),
+    (["train", "ara-digits", "--precision", "float16"],
+     "training.precision must be one of 'float32', 'mixed_bfloat16', got 'float16'"),
     (["eval", "ara-svhn"], "not a trained model: pass --weights FILE"),  # SVHN is not available to train
     (["eval", "ara-digits", "--weights", "/nonexistent.weights.h5"], "does not exist"),
 ])

@@ -30,7 +30,8 @@ CAVEATS = {"digits": "scikit-learn 8×8 digits resized to 28×28: not a paper be
 
 
 def trained_how(card):
-    """"30 epochs, 2 × AMD EPYC" or "49 of 150 epochs, NVIDIA H100 80GB HBM3 (JAX)"."""
+    """How an entry was trained, e.g. "30 epochs, 2 × AMD EPYC" or "49 of 150 epochs, NVIDIA H100
+    80GB HBM3 (JAX)", with the training precision when it was not float32 (", mixed_bfloat16")."""
     planned = card.get("epochs_planned", card["epochs"])
     epochs = f"{card['epochs']} of {planned} epochs" if planned != card["epochs"] else f"{card['epochs']} epochs"
     hardware = card["hardware"]
@@ -38,7 +39,8 @@ def trained_how(card):
         where = f"{', '.join(hardware['accelerators'])} ({card['versions']['backend'].replace('jax', 'JAX')})"
     else:
         where = f"{hardware['cpu_count']} × {hardware['cpu'].replace('(R)', '').replace('(TM)', '')}"
-    return f"{epochs}, {where}"
+    precision = card.get("training_precision", "float32")
+    return f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
 
 
 def table():
