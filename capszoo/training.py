@@ -270,6 +270,9 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         previous = Config.from_toml(run / "config.toml")
         if previous.model != config.model:
             raise TrainingError(f"cannot resume {run}: its checkpoint is of another model configuration")
+        if previous.training.precision != config.training.precision:  # the checkpoint keeps its own policy
+            raise TrainingError(f"cannot resume {run} in {config.training.precision}: its checkpoint was trained in "
+                                f"{previous.training.precision}")
     splits = load_splits(config)  # fails early, with a clear message, if the data is missing
     run.mkdir(parents=True, exist_ok=True)
     _write_atomic(run / "config.toml", config.to_toml())

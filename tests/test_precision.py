@@ -8,7 +8,7 @@ import pytest
 
 from capszoo import CapsNet2, MarginLoss
 from capszoo.config import load_config
-from capszoo.training import build_model, train
+from capszoo.training import TrainingError, build_model, train
 from tests.helpers import to_numpy
 
 TINY = dict(conv_filters=8, conv_kernel_size=3, primary_types=4, primary_dim=4, primary_kernel_size=3,
@@ -79,3 +79,11 @@ def test_mixed_training_run_records_precision_and_measures_in_float32(tiny_confi
     # the test figure is that of the saved weights in a float32 model, which is what users load
     assert model.dtype_policy.name == "float32"
     assert 0.2 < metrics["test_accuracy"] <= 1.0  # one epoch on digits: well above chance (0.1)
+
+
+def test_resume_refuses_another_precision(tiny_config_path, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config_path, out_dir=run, epochs=1, verbose=0)
+    message = "cannot resume .* in mixed_bfloat16: its checkpoint was trained in float32"
+    with pytest.raises(TrainingError, match=message):
+        train(tiny_config_path, out_dir=run, epochs=2, resume=True, precision="mixed_bfloat16", verbose=0)
