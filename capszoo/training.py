@@ -76,10 +76,12 @@ def build_model(config: Config, compile=True, precision="float32"):
 
 def save_model_weights(model, config: Config, path):
     """Save the model's weights only: Keras' ``save_weights`` on a compiled model also stores the
-    optimizer's moments (3x the size with Adam), which a published model must not carry."""
+    optimizer's moments (3x the size with Adam), which a published model must not carry.
+    Returns that bare float32 model, uncompiled."""
     bare = build_model(config, compile=False)
     bare.set_weights(model.get_weights())
     bare.save_weights(path)
+    return bare
 
 
 def learning_rate(config: Config, epoch):
@@ -306,10 +308,9 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         raise TrainingError(f"training loss became {loss} at epoch {epoch}, batch {batch}: stopped. Lower "
                             "training.learning_rate, or check the data for NaN/inf values")
     epochs_run = clock.completed
-    save_model_weights(model, config, run / "model.weights.h5")
+    bare = save_model_weights(model, config, run / "model.weights.h5")
     if config.training.precision != "float32":  # measure what users get: the weights in a float32 model
-        model = build_model(config, compile=False)  # evaluate() compiles it
-        model.load_weights(run / "model.weights.h5")
+        model = bare  # evaluate() compiles it
     test = evaluate(model, config, splits=splits)
     metrics = {
         "name": config.name,
