@@ -319,7 +319,7 @@ class TrainingConfig(_Section):
         m_plus, m_minus, down_weight: the margin loss.
         seed: weights initialisation and everything else random in Keras.
         precision: ``float32``, or ``mixed_bfloat16``: the two convolutions compute in bfloat16
-            (about twice as fast on a CPU with AVX-512 BF16, and on GPUs) while the squash, the
+            (1.8-1.9x faster per training step on a 2-core CPU with AVX-512 BF16, README) while the squash, the
             routing, the lengths and every weight stay float32. Training only: the weights saved
             are float32 and :func:`capszoo.load` builds a float32 model.
     """

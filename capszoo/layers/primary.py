@@ -59,8 +59,9 @@ class PrimaryCapsule(keras.layers.Layer):
         features = self.conv(inputs)
         _, height, width, _ = features.shape
         capsules = ops.reshape(features, (-1, height * width * self.capsule_types, self.capsule_dim))
-        # The squash, and the routing after it, in float32 whatever the convolution computed in.
-        return squash(ops.cast(capsules, "float32"))
+        # The squash, and the routing after it, in the variables' precision (float32 under a mixed
+        # policy) whatever the convolution computed in.
+        return squash(ops.cast(capsules, self.variable_dtype))
 
     def compute_output_shape(self, input_shape):
         _, height, width, _ = self.conv.compute_output_shape(input_shape)
