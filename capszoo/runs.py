@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from capszoo.config import load_config, zoo_names
+
+METRICS_FILE = "metrics.json"
+EARLIER_METRICS = "metrics-epoch-{:04d}.json"  # a resumed run's predecessor, by the epochs it ended at
+
+
+def archive_metrics(run):
+    """Keep the metrics of the run that a resumed run continues, as ``metrics-epoch-NNNN.json``.
+
+    Called by training just before a resumed run writes its own ``metrics.json``, so that
+    :func:`training_runs` can still account for the earlier runs' wall time and hardware.
+    """
+    path = Path(run) / METRICS_FILE
+    try:
+        epochs = int(json.loads(path.read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not a finished run's: nothing to keep
+        return
+    path.replace(path.with_name(EARLIER_METRICS.format(epochs)))
+
+
+def training_runs(run):
+    """The training runs behind a run folder's weights, oldest first, each a ``metrics.json`` dict.
+
+    Starts from ``metrics.json`` and follows ``resumed_from_epoch`` back through the files
+    :func:`archive_metrics` kept. A run killed before it wrote metrics leaves a gap: the chain
+    then continues with the latest earlier run, and the epochs covered tell the gap.
+    """
+    run = Path(run)
+    chain = [json.loads((run / METRICS_FILE).read_text())]
+    earlier = {}
+    for path in run.glob(EARLIER_METRICS.replace("{:04d}", "*")):
+        try:
+            metrics = json.loads(path.read_text())
+            earlier[int(metrics["epochs"])] = metrics
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    while (start := int(chain[-1].get("resumed_from_epoch", 0))) > 0:
+        candidates = [epochs for epochs in earlier if epochs <= start]
+        if not candidates:
+            break
+        chain.append(earlier.pop(max(candidates)))
+    return chain[::-1]
 
 
 def load_weights_checked(model, weights):

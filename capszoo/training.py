@@ -8,6 +8,9 @@ A run folder holds::
     model.weights.h5       final weights
     metrics.json           test accuracy and loss, epochs, wall time, throughput, backend,
                            hardware, versions, dataset source (and its sha256 if offline)
+    metrics-epoch-NNNN.json
+                           a resumed run's predecessor's metrics.json, by the epochs it ended
+                           at (the card adds up every run's wall time)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from capszoo.config import Config, load_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet
 from capszoo.ops import MarginLoss
+from capszoo.runs import METRICS_FILE, archive_metrics
 
 CHECKPOINT_PATTERN = re.compile(r"epoch-(\d{4,})\.keras$")
 
@@ -333,7 +337,9 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         "versions": versions(),
         "distribute": distribute or None,
     }
-    _write_atomic(run / "metrics.json", json.dumps(metrics, indent=2))
+    if done:  # the run this one continued keeps its metrics, for the card's account of all of them
+        archive_metrics(run)
+    _write_atomic(run / METRICS_FILE, json.dumps(metrics, indent=2))
     return model, metrics
 
 

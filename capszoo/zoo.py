@@ -151,11 +151,28 @@ def load(name, weights="zoo", compile=True):
     return compile_model(model, config) if compile else model
 
 
+def _training_time(runs, metrics):
+    """The card's account of training time: all runs behind the weights (a run and the ones it
+    resumed), their total wall time and throughput, and the epochs that total covers when a run
+    killed before it wrote metrics left a gap."""
+    parts = [{"epochs": [int(m.get("resumed_from_epoch", 0)), int(m["epochs"])],
+              **{k: m.get(k) for k in ("wall_time_s", "images_per_s", "hardware", "versions")}} for m in runs]
+    wall = sum(part["wall_time_s"] for part in parts)
+    covered = sum(last - first for first, last in (part["epochs"] for part in parts))
+    account = {"wall_time_s": round(wall, 1),
+               "images_per_s": round(covered * metrics["train_examples"] / wall, 1) if covered and wall > 0 else None,
+               "training_runs": parts}
+    if covered != metrics["epochs"]:
+        account["wall_time_epochs"] = covered
+    return account
+
+
 def publish(run_dir, name=None, dest=None):
     """Copy a finished run's weights into ``saved_models/NAME/`` and write its card.
 
     The card is built from the run's ``metrics.json`` (epochs, wall time, hardware and versions
-    of the training run) plus the weights' sha256 and size. Its test accuracy and loss are
+    of the training run; a resumed run's wall time adds up all the runs behind it, listed in
+    ``training_runs``) plus the weights' sha256 and size. Its test accuracy and loss are
     measured here, on the published (re-saved) weights with :func:`capszoo.training.evaluate`
     in this process's backend: a run trained elsewhere (a GPU with JAX, say) is thereby checked
     where users load it. ``evaluated_on`` says where; ``test_accuracy_at_training`` keeps the
@@ -174,7 +191,7 @@ def publish(run_dir, name=None, dest=None):
                          f"was it trained with --epochs or other overrides?)")
     dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
     dest.mkdir(parents=True, exist_ok=True)
-    from capszoo.runs import load_weights_checked
+    from capszoo.runs import load_weights_checked, training_runs
     from capszoo.training import build_model, evaluate, hardware, versions
 
     # Re-save through an uncompiled model: the same weight values, without optimizer state.
@@ -201,7 +218,8 @@ def publish(run_dir, name=None, dest=None):
         "test_loss": test["loss"],
         "test_examples": test["examples"],
         "evaluated_on": {"hardware": hardware(), "versions": versions()},
-        **{k: metrics[k] for k in ("epochs", "train_examples", "wall_time_s", "images_per_s", "hardware", "versions")},
+        **{k: metrics[k] for k in ("epochs", "train_examples", "hardware", "versions")},
+        **_training_time(training_runs(run_dir), metrics),
         "epochs_planned": metrics.get("epochs_planned", metrics["epochs"]),
         "data_pipeline": metrics.get("data_pipeline", "tf"),
         "training_precision": metrics.get("precision", "float32"),

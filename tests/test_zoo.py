@@ -128,6 +128,42 @@ def test_publish_measures_the_weights_here_not_only_where_they_trained(private_z
     assert card["versions"]["backend"] == "jax"  # the training run's
     assert card["evaluated_on"]["versions"]["backend"] == keras.backend.backend()
 
+def test_a_resumed_runs_card_adds_up_every_run_behind_its_weights(private_zoo):
+    tmp_path = private_zoo[0]
+    run = tmp_path / "resumed"
+    _, first = train("tiny-digits", out_dir=run, time_limit=1e-3, verbose=0)  # 1 of its 2 epochs
+    _, second = train("tiny-digits", out_dir=run, resume=True, verbose=0)
+    kept = json.loads((run / "metrics-epoch-0001.json").read_text())  # the first run's metrics survive
+    assert (kept["epochs"], kept["wall_time_s"]) == (1, first["wall_time_s"]) and second["resumed_from_epoch"] == 1
+    card = json.loads((zoo.publish(run, dest=tmp_path / "card-a") / "card.json").read_text())
+    assert [part["epochs"] for part in card["training_runs"]] == [[0, 1], [1, 2]] and card["epochs"] == 2
+    assert card["wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=0.11)
+    assert card["images_per_s"] == pytest.approx(2 * card["train_examples"] / card["wall_time_s"], rel=1e-3)
+    assert "wall_time_epochs" not in card  # the total covers every epoch
+    # A run killed before it wrote its metrics leaves a gap, and the card says how many epochs the time covers.
+    (run / "metrics-epoch-0001.json").unlink()
+    card = json.loads((zoo.publish(run, dest=tmp_path / "card-b") / "card.json").read_text())
+    assert [part["epochs"] for part in card["training_runs"]] == [[1, 2]] and card["wall_time_epochs"] == 1
+    assert card["wall_time_s"] == second["wall_time_s"]
+
+
+def test_the_zoo_table_names_each_machine_a_resumed_run_used():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        from zoo_table import trained_how
+    finally:
+        sys.path.pop(0)
+    cpu = {"hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "accelerators": []}, "versions": {"backend": "tensorflow"}}
+    gpu = {"hardware": {"cpu": "x", "cpu_count": 16, "accelerators": ["NVIDIA H100"]}, "versions": {"backend": "jax"}}
+    card = {"epochs": 25, "epochs_planned": 30, **cpu, "training_runs": [gpu, cpu, cpu]}
+    assert trained_how(card) == "25 of 30 epochs, NVIDIA H100 (JAX) then 2 × AMD EPYC"
+    assert trained_how({**card, "training_runs": [cpu, cpu], "training_precision": "mixed_bfloat16"}) == \
+        "25 of 30 epochs, 2 × AMD EPYC, mixed_bfloat16"
+    assert trained_how({"epochs": 30, **gpu}) == "30 epochs, NVIDIA H100 (JAX)"  # a card from before training_runs
+
+
 def test_load_gives_the_trained_model_and_its_accuracy(private_zoo):
     _, model, metrics, _ = private_zoo
     loaded = capszoo.load("tiny-digits")

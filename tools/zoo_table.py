@@ -29,16 +29,21 @@ CAVEATS = {"digits": "scikit-learn 8×8 digits resized to 28×28: not a paper be
            "cifar10": "here: a JPEG re-encoding of CIFAR-10 (lossy)"}
 
 
+def _machine(run):
+    """"2 × AMD EPYC", or "NVIDIA H100 80GB HBM3 (JAX)": where a training run ran."""
+    hardware = run["hardware"]
+    if hardware.get("accelerators"):
+        return f"{', '.join(hardware['accelerators'])} ({run['versions']['backend'].replace('jax', 'JAX')})"
+    return f"{hardware['cpu_count']} × {hardware['cpu'].replace('(R)', '').replace('(TM)', '')}"
+
+
 def trained_how(card):
     """How an entry was trained, e.g. "30 epochs, 2 × AMD EPYC" or "49 of 150 epochs, NVIDIA H100
-    80GB HBM3 (JAX)", with the training precision when it was not float32 (", mixed_bfloat16")."""
+    80GB HBM3 (JAX)", with the training precision when it was not float32 (", mixed_bfloat16"); a run
+    resumed on other hardware names each machine in turn ("... then ...")."""
     planned = card.get("epochs_planned", card["epochs"])
     epochs = f"{card['epochs']} of {planned} epochs" if planned != card["epochs"] else f"{card['epochs']} epochs"
-    hardware = card["hardware"]
-    if hardware.get("accelerators"):
-        where = f"{', '.join(hardware['accelerators'])} ({card['versions']['backend'].replace('jax', 'JAX')})"
-    else:
-        where = f"{hardware['cpu_count']} × {hardware['cpu'].replace('(R)', '').replace('(TM)', '')}"
+    where = " then ".join(dict.fromkeys(_machine(run) for run in card.get("training_runs") or [card]))
     precision = card.get("training_precision", "float32")
     return f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
 
