@@ -128,6 +128,7 @@ def test_publish_measures_the_weights_here_not_only_where_they_trained(private_z
     assert card["versions"]["backend"] == "jax"  # the training run's
     assert card["evaluated_on"]["versions"]["backend"] == keras.backend.backend()
 
+
 def test_a_resumed_runs_card_adds_up_every_run_behind_its_weights(private_zoo):
     tmp_path = private_zoo[0]
     run = tmp_path / "resumed"
@@ -161,6 +162,8 @@ def test_the_zoo_table_names_each_machine_a_resumed_run_used():
     assert trained_how(card) == "25 of 30 epochs, NVIDIA H100 (JAX) then 2 × AMD EPYC"
     assert trained_how({**card, "training_runs": [cpu, cpu], "training_precision": "mixed_bfloat16"}) == \
         "25 of 30 epochs, 2 × AMD EPYC, mixed_bfloat16"
+    assert trained_how({**card, "training_runs": [gpu, cpu, gpu]}) == \
+        "25 of 30 epochs, NVIDIA H100 (JAX) then 2 × AMD EPYC then NVIDIA H100 (JAX)"  # in turn, as they ran
     assert trained_how({"epochs": 30, **gpu}) == "30 epochs, NVIDIA H100 (JAX)"  # a card from before training_runs
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import groupby
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +44,8 @@ def trained_how(card):
     resumed on other hardware names each machine in turn ("... then ...")."""
     planned = card.get("epochs_planned", card["epochs"])
     epochs = f"{card['epochs']} of {planned} epochs" if planned != card["epochs"] else f"{card['epochs']} epochs"
-    where = " then ".join(dict.fromkeys(_machine(run) for run in card.get("training_runs") or [card]))
+    machines = (_machine(run) for run in card.get("training_runs") or [card])
+    where = " then ".join(machine for machine, _ in groupby(machines))  # in turn, repeats merged
     precision = card.get("training_precision", "float32")
     return f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
 
