@@ -167,6 +167,21 @@ def _training_time(runs, metrics):
     return account
 
 
+def _card_dataset(source, dataset):
+    """The card's account of the training data: what identifies it, not where it lay on the training
+    machine. An offline file is named by its file name and sha256; its folder is dropped."""
+    card = {}
+    for key, value in source.items():
+        if key == "path":
+            card["file"] = Path(value).name
+        else:
+            card[key] = value
+    if card.get("name") != dataset:
+        card["loader"] = card.get("name")
+        card["name"] = dataset
+    return card
+
+
 def publish(run_dir, name=None, dest=None):
     """Copy a finished run's weights into ``saved_models/NAME/`` and write its card.
 
@@ -199,11 +214,7 @@ def publish(run_dir, name=None, dest=None):
     model.save_weights(dest / WEIGHTS_FILE)
     # Measured on the file users will load, not on the in-memory copy it was saved from.
     test = evaluate(load_weights_checked(build_model(config, compile=False), dest / WEIGHTS_FILE), config)
-    dataset = dict(metrics["dataset"])
-    if dataset.get("name") != config.data.dataset:
-        dataset["loader"] = dataset.get("name")
-        dataset["name"] = config.data.dataset
-
+    dataset = _card_dataset(metrics["dataset"], config.data.dataset)
     card = {
         "name": name,
         "description": entry.description,

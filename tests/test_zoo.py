@@ -129,6 +129,17 @@ def test_publish_measures_the_weights_here_not_only_where_they_trained(private_z
     assert card["evaluated_on"]["versions"]["backend"] == keras.backend.backend()
 
 
+def test_a_card_names_an_offline_data_file_not_the_training_machines_folder(private_zoo):
+    tmp_path, _, metrics, _ = private_zoo
+    offline = {"name": "digits", "kind": "npz", "path": "/data/on/the/gpu/box/digits.npz", "sha256": "ab" * 32,
+               "layout": "arrays"}
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({**metrics, "dataset": offline}))
+    card = json.loads((zoo.publish(tmp_path / "run", dest=tmp_path / "again") / "card.json").read_text())
+    assert card["dataset"] == {"name": "digits", "kind": "npz", "file": "digits.npz", "sha256": "ab" * 32,
+                               "layout": "arrays"}
+    assert "/data/on" not in json.dumps(card)
+
+
 def test_a_resumed_runs_card_adds_up_every_run_behind_its_weights(private_zoo):
     tmp_path = private_zoo[0]
     run = tmp_path / "resumed"
