@@ -26,7 +26,7 @@ def cmd_demo(args):
     accuracy = float((predicted == y_test).mean())
     print(f"{name}: {config.description}")
     print(f"weights: {card['_folder']}/model.weights.h5 (sha256 {card['weights_sha256'][:12]}... verified), "
-          f"{card['epochs']} epochs on {card['hardware']['cpu']}")
+          f"trained {zoo.trained_how(card)}")
     print(f"\ntest accuracy on the {len(y_test)} held-out scikit-learn digits: {accuracy:.4f} "
           f"(card: {card['test_accuracy']:.4f})\n")
     table = pd.DataFrame({"class": CLASS_NAMES["digits"],

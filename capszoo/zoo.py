@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+from itertools import groupby
 from pathlib import Path
 
 from capszoo.config import load_config, zoo_names
@@ -55,6 +56,26 @@ def read_card(name):
             card["_folder"] = str(folder)
             return card
     return None
+
+
+def _machine(run):
+    """"2 × AMD EPYC", or "NVIDIA H100 80GB HBM3 (JAX)": where a training run ran."""
+    hardware = run["hardware"]
+    if hardware.get("accelerators"):
+        return f"{', '.join(hardware['accelerators'])} ({run['versions']['backend'].replace('jax', 'JAX')})"
+    return f"{hardware['cpu_count']} × {hardware['cpu'].replace('(R)', '').replace('(TM)', '')}"
+
+
+def trained_how(card):
+    """How an entry was trained, e.g. "30 epochs, 2 × AMD EPYC" or "49 of 150 epochs, NVIDIA H100
+    80GB HBM3 (JAX)", with the training precision when it was not float32 (", mixed_bfloat16"); a run
+    resumed on other hardware names each machine in turn ("... then ...")."""
+    planned = card.get("epochs_planned", card["epochs"])
+    epochs = f"{card['epochs']} of {planned} epochs" if planned != card["epochs"] else f"{card['epochs']} epochs"
+    machines = (_machine(run) for run in card.get("training_runs") or [card])
+    where = " then ".join(machine for machine, _ in groupby(machines))  # in turn, repeats merged
+    precision = card.get("training_precision", "float32")
+    return f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
 
 
 def list_models(pattern="*", trained_only=False, as_frame=False):

@@ -161,23 +161,16 @@ def test_a_resumed_runs_card_adds_up_every_run_behind_its_weights(private_zoo):
     assert card["wall_time_s"] == second["wall_time_s"]
 
 
-def test_the_zoo_table_names_each_machine_a_resumed_run_used():
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    try:
-        from zoo_table import trained_how
-    finally:
-        sys.path.pop(0)
+def test_trained_how_names_each_machine_a_resumed_run_used():
     cpu = {"hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "accelerators": []}, "versions": {"backend": "tensorflow"}}
     gpu = {"hardware": {"cpu": "x", "cpu_count": 16, "accelerators": ["NVIDIA H100"]}, "versions": {"backend": "jax"}}
     card = {"epochs": 25, "epochs_planned": 30, **cpu, "training_runs": [gpu, cpu, cpu]}
-    assert trained_how(card) == "25 of 30 epochs, NVIDIA H100 (JAX) then 2 × AMD EPYC"
-    assert trained_how({**card, "training_runs": [cpu, cpu], "training_precision": "mixed_bfloat16"}) == \
+    assert zoo.trained_how(card) == "25 of 30 epochs, NVIDIA H100 (JAX) then 2 × AMD EPYC"
+    assert zoo.trained_how({**card, "training_runs": [cpu, cpu], "training_precision": "mixed_bfloat16"}) == \
         "25 of 30 epochs, 2 × AMD EPYC, mixed_bfloat16"
-    assert trained_how({**card, "training_runs": [gpu, cpu, gpu]}) == \
+    assert zoo.trained_how({**card, "training_runs": [gpu, cpu, gpu]}) == \
         "25 of 30 epochs, NVIDIA H100 (JAX) then 2 × AMD EPYC then NVIDIA H100 (JAX)"  # in turn, as they ran
-    assert trained_how({"epochs": 30, **gpu}) == "30 epochs, NVIDIA H100 (JAX)"  # a card from before training_runs
+    assert zoo.trained_how({"epochs": 30, **gpu}) == "30 epochs, NVIDIA H100 (JAX)"  # a card from before training_runs
 
 
 def test_load_gives_the_trained_model_and_its_accuracy(private_zoo):
@@ -247,4 +240,5 @@ def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
     assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "test accuracy on the 359 held-out scikit-learn digits" in printed and "accuracy" in printed
+    assert f"verified), trained {zoo.trained_how(zoo.read_card('ara-digits'))}\n" in printed
     assert out.stat().st_size > 10_000 and Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from itertools import groupby
 from pathlib import Path
 
 import pandas as pd
@@ -30,26 +29,6 @@ CAVEATS = {"digits": "scikit-learn 8×8 digits resized to 28×28: not a paper be
            "cifar10": "here: a JPEG re-encoding of CIFAR-10 (lossy)"}
 
 
-def _machine(run):
-    """"2 × AMD EPYC", or "NVIDIA H100 80GB HBM3 (JAX)": where a training run ran."""
-    hardware = run["hardware"]
-    if hardware.get("accelerators"):
-        return f"{', '.join(hardware['accelerators'])} ({run['versions']['backend'].replace('jax', 'JAX')})"
-    return f"{hardware['cpu_count']} × {hardware['cpu'].replace('(R)', '').replace('(TM)', '')}"
-
-
-def trained_how(card):
-    """How an entry was trained, e.g. "30 epochs, 2 × AMD EPYC" or "49 of 150 epochs, NVIDIA H100
-    80GB HBM3 (JAX)", with the training precision when it was not float32 (", mixed_bfloat16"); a run
-    resumed on other hardware names each machine in turn ("... then ...")."""
-    planned = card.get("epochs_planned", card["epochs"])
-    epochs = f"{card['epochs']} of {planned} epochs" if planned != card["epochs"] else f"{card['epochs']} epochs"
-    machines = (_machine(run) for run in card.get("training_runs") or [card])
-    where = " then ".join(machine for machine, _ in groupby(machines))  # in turn, repeats merged
-    precision = card.get("training_precision", "float32")
-    return f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
-
-
 def table():
     lines = ["| entry | dataset | capsule layers | routing | λ / iterations | params | test accuracy here | "
              "paper | notes |", "|---|---|---:|---|---|---:|---|---:|---|"]
@@ -58,7 +37,7 @@ def table():
         setting = ", ".join([f"λ = {entry.lam:g}"] * pd.notna(entry.lam) +
                             [f"r = {entry.iterations:g}"] * pd.notna(entry.iterations)) or "–"
         if card:
-            measured = f"**{100 * card['test_accuracy']:.2f} %** ({trained_how(card)})"
+            measured = f"**{100 * card['test_accuracy']:.2f} %** ({zoo.trained_how(card)})"
         else:
             measured = "not trained yet"
         paper = PAPER.get((entry.routing, entry.dataset)) if entry.depth == 2 and \
