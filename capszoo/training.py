@@ -60,7 +60,8 @@ def compile_model(model, config: Config):
     t = config.training
     margin = MarginLoss(t.m_plus, t.m_minus, t.down_weight)
     optimizer = keras.optimizers.Adam(t.learning_rate)
-    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")  # logs: accuracy, val_accuracy
+    # logs: accuracy, val_accuracy; with a decoder class_scores_accuracy, val_class_scores_accuracy
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     if config.model.decoder:
         model.compile(optimizer=optimizer,
                       loss={"class_scores": margin, "reconstruction": ReconstructionLoss()},

@@ -65,3 +65,25 @@ def test_overrides():
     assert config.training.epochs == 1 and config.data.data_dir == "/x"
     with pytest.raises(ValueError, match="training.epochs"):
         load_config("ara-digits").with_overrides(epochs=0)
+
+
+def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says():
+    """tools/experiments/fashion-mnist-sweep/ (README): 50-epoch Fashion-MNIST variants, each holding
+    out a tenth of the training split, whose chosen member's recipe is the zoo entry's."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "fashion-mnist-sweep"
+    sweep = {path.stem: load_config(path) for path in sorted(folder.glob("*.toml"))}
+    assert len(sweep) == 8
+    for name, config in sweep.items():
+        assert (config.data.dataset, config.data.validation_fraction, config.training.epochs) == \
+            ("fashion_mnist", 0.1, 50), name
+        assert config.model.routing == {"fa": "adaptive_lambda", "fd": "dynamic"}[name[:2]], name
+        assert (config.data.shift_pixels, config.model.decoder, config.training.lr_decay) == \
+            (0 if "-s0" in name else 2, "-rec" in name, 0.97 if "-d97" in name else 0.95), name
+    # the members chosen on validation data (README) train the published recipes on the whole split
+    for member, entry in (("fa-s2", "ara-fashion-mnist"), ("fd-s2-d97", "dra-fashion-mnist")):
+        published = load_config(entry)
+        chosen = sweep[member].replace(data={"validation_fraction": 0.0},
+                                       training={"precision": published.training.precision})
+        assert chosen.sha256() == published.sha256(), entry

@@ -3,19 +3,24 @@
     python tools/best_run.py RUN_DIR [RUN_DIR...]
 
 Used by device_train.sh to send back only the weights of the member of a sweep chosen on
-validation data (never on the test split). Runs without a validation column are refused.
+validation data (never on the test split). Runs without a validation column are refused. A model
+with a reconstruction decoder logs its accuracy as ``val_class_scores_accuracy`` (Keras names a
+metric after its output when a model has several), so a sweep may mix both kinds.
 """
 
 import csv
 import sys
 from pathlib import Path
 
+COLUMNS = ("val_accuracy", "val_class_scores_accuracy")
+
 
 def final_val_accuracy(run):
     rows = list(csv.DictReader((Path(run) / "history.csv").open()))
-    if not rows or "val_accuracy" not in rows[-1]:
+    column = next((c for c in COLUMNS if rows and rows[-1].get(c) not in (None, "", "NA")), None)
+    if column is None:
         raise SystemExit(f"{run}: history.csv has no val_accuracy (train with data.validation_fraction > 0)")
-    return float(rows[-1]["val_accuracy"])
+    return float(rows[-1][column])
 
 
 def main(runs):
