@@ -74,15 +74,19 @@ def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says
 
     folder = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "fashion-mnist-sweep"
     sweep = {path.stem: load_config(path) for path in sorted(folder.glob("*.toml"))}
-    assert len(sweep) == 8
+    assert len(sweep) == 11
+    lams = {"-l01": 0.1, "-l1": 1.0, "-l4": 4.0}
     for name, config in sweep.items():
         assert (config.data.dataset, config.data.validation_fraction, config.training.epochs) == \
             ("fashion_mnist", 0.1, 50), name
         assert config.model.routing == {"fa": "adaptive_lambda", "fd": "dynamic"}[name[:2]], name
         assert (config.data.shift_pixels, config.model.decoder, config.training.lr_decay) == \
-            (0 if "-s0" in name else 2, "-rec" in name, 0.97 if "-d97" in name else 0.95), name
+            (int(name[4]), "-rec" in name, 0.97 if "-d97" in name else 0.95), name
+        if name.startswith("fa"):
+            lam = next((value for suffix, value in lams.items() if name.endswith(suffix)), 3.0)
+            assert config.model.lam == lam, name
     # the members chosen on validation data (README) train the published recipes on the whole split
-    for member, entry in (("fa-s2", "ara-fashion-mnist"), ("fd-s2-d97", "dra-fashion-mnist")):
+    for member, entry in (("fa-s1", "ara-fashion-mnist"), ("fd-s2-d97", "dra-fashion-mnist")):
         published = load_config(entry)
         chosen = sweep[member].replace(data={"validation_fraction": 0.0},
                                        training={"precision": published.training.precision})

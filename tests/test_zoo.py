@@ -41,10 +41,11 @@ def test_every_zoo_entry_exists_and_matches_its_name():
         assert (config.data.dataset, config.model.routing, config.model.depth) == \
             (ZOO_DATASETS[dataset], routing, depth), name
         assert config.model.iterations == 3 or routing != "dynamic", name
-        # the paper shifts CIFAR-10 and SVHN; ara-mnist and both Fashion-MNIST entries also take Sabour
-        # et al.'s MNIST shift (README)
-        shifted = dataset in ("cifar10", "svhn") or name in ("ara-mnist", "ara-fashion-mnist", "dra-fashion-mnist")
-        assert config.data.shift_pixels == (2 if shifted else 0), name
+        # the paper shifts CIFAR-10 and SVHN; ara-mnist and dra-fashion-mnist also take Sabour et al.'s
+        # MNIST shift, ara-fashion-mnist 1 px of it, chosen on held-out data (README)
+        shifted = dataset in ("cifar10", "svhn") or name in ("ara-mnist", "dra-fashion-mnist")
+        shift = 1 if name == "ara-fashion-mnist" else 2 if shifted else 0
+        assert config.data.shift_pixels == shift, name
         if dataset != "digits":  # the paper's architecture and recipe
             defaults = config_module.ModelConfig(input_shape=config.model.input_shape)
             assert (config.model.conv_filters, config.model.primary_types) == (256, 32), name
