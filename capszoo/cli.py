@@ -135,7 +135,7 @@ def cmd_tune(args):
         if role == "worker" and "chief" in tuner_id:
             raise ValueError(f"--tuner-id {tuner_id!r}: a worker's id must not contain 'chief'")
         os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port, KERASTUNER_TUNER_ID=tuner_id)
-    objective = config.search.objective
+    objective = tuning.logged_objective(config)
 
     def progress(values, metrics):
         print(_trial_line(values, metrics, objective), flush=True)

@@ -51,6 +51,20 @@ def tuning_config(config, subset=None):
     return config.replace(data=changes) if changes else config
 
 
+# Keras names a metric after its output when a model has several: with the reconstruction
+# decoder, the class accuracy is logged as (val_)class_scores_accuracy (training.compile_model).
+DECODER_ACCURACY = "val_class_scores_accuracy"
+
+
+def logged_objective(config) -> str:
+    """``search.objective`` under the name Keras logs it for ``config``'s model: the default
+    ``val_accuracy`` is ``val_class_scores_accuracy`` for a model with a reconstruction decoder."""
+    config = load_config(config)
+    if config.model.decoder and config.search.objective == "val_accuracy":
+        return DECODER_ACCURACY
+    return config.search.objective
+
+
 def trial_config(base: Config, values: dict) -> Config:
     """``base`` with one trial's hyperparameter ``values`` applied (missing keys keep the base's)."""
     model = base.model
@@ -127,7 +141,7 @@ class CapsNetHyperModel(keras_tuner.HyperModel):
         start = time.perf_counter()
         history = model.fit(*args, callbacks=[lr_schedule(trial_config(self.base, values)), NanGuard(),
                                               *(callbacks or [])], **kwargs)
-        result = best_epoch_metrics(history.history, self.base.search.objective)
+        result = best_epoch_metrics(history.history, logged_objective(self.base))
         result.update(epochs=float(len(history.epoch)), seconds=time.perf_counter() - start)
         if self.progress:
             self.progress(values, result)
@@ -179,7 +193,8 @@ def best_epoch_metrics(history: dict, objective: str) -> dict:
 def make_tuner(config, tuner="random", max_trials=10, epochs=2, directory="tuning", project_name=None,
                overwrite=False, seed=None, progress=None):
     """A keras-tuner tuner by name (``grid``, ``random``, ``bayesian``, ``hyperband``) over the
-    config's search space, maximising ``search.objective`` (``val_accuracy``)."""
+    config's search space, maximising ``search.objective`` (``val_accuracy``; see
+    :func:`logged_objective`)."""
     config = load_config(config)
     if tuner not in TUNERS:
         raise ValueError(f"unknown tuner {tuner!r}; choose one of {', '.join(TUNERS)}")
@@ -193,7 +208,7 @@ def make_tuner(config, tuner="random", max_trials=10, epochs=2, directory="tunin
         if ranges:
             raise ValueError(f"the grid tuner needs a finite grid: give search.{ranges[0]} as a list of values "
                              "(or a range with a step)")
-    objective = keras_tuner.Objective(config.search.objective, direction="max")
+    objective = keras_tuner.Objective(logged_objective(config), direction="max")
     common = dict(hypermodel=CapsNetHyperModel(config, progress), objective=objective, directory=str(directory),
                   project_name=project_name or config.name, overwrite=overwrite,
                   seed=config.training.seed if seed is None else seed)
@@ -269,7 +284,8 @@ def _trial_rows(trials, objective):
 def results_frame(tuner_or_dir, objective=None):
     """One row per trial: its hyperparameters, best ``objective`` value, epochs, best epoch,
     seconds and status, from a tuner or from its project directory on disk (give ``objective``
-    there if the search did not maximise ``val_accuracy``)."""
+    there if the search maximised neither ``val_accuracy`` nor, with a decoder, its
+    ``val_class_scores_accuracy``)."""
     import pandas as pd
 
     if hasattr(tuner_or_dir, "oracle"):
@@ -279,7 +295,10 @@ def results_frame(tuner_or_dir, objective=None):
     else:
         project = _project_dir(tuner_or_dir)
         trials = [json.loads(p.read_text()) for p in sorted(project.glob("trial_*/trial.json"))]
-        objective = objective or SearchConfig().objective  # the files do not record it
+        if not objective:  # the files do not record it: the default, as the trials logged it
+            logged = {name for data in trials for name in data.get("metrics", {}).get("metrics", {})}
+            default = SearchConfig().objective
+            objective = DECODER_ACCURACY if default not in logged and DECODER_ACCURACY in logged else default
     rows = _trial_rows(trials, objective)
     hps = [k for k in SEARCH_DIMENSIONS if any(k in row for row in rows)]
     columns = ["trial", "status", *hps, objective, "epochs", "best_epoch", "seconds"]

@@ -209,6 +209,22 @@ def test_random_and_hyperband_searches_complete(search_config, tmp_path):
     assert len(frame) >= 2 and (frame.status == "COMPLETED").all() and frame.epochs.max() <= 2
 
 
+
+def test_a_decoder_model_is_searched_on_its_class_accuracy_by_default(tmp_path):
+    """With the reconstruction decoder Keras logs the class accuracy as val_class_scores_accuracy;
+    the default objective must mean it, not fail after the first trial has trained."""
+    path = tmp_path / "tiny-decoder.toml"
+    path.write_text(TINY_DIGITS_TOML.replace('lam = 3.0', 'lam = 3.0\ndecoder = true\ndecoder_units = [8, 16]')
+                    + GRID.replace("depth = [2, 3]", ""))
+    assert tuning.logged_objective(path) == "val_class_scores_accuracy"
+    assert tuning.logged_objective(config_with({"lam": [1.0]})) == "val_accuracy"  # no decoder
+    tuner = tuning.search(path, "grid", epochs=1, subset=200, directory=tmp_path / "tune")
+    assert tuner.oracle.objective.name == "val_class_scores_accuracy"
+    for frame in (tuning.results_frame(tuner), tuning.results_frame(tmp_path / "tune")):
+        assert len(frame) == 2 and (frame.status == "COMPLETED").all()
+        assert frame.val_class_scores_accuracy.between(0, 1).all()
+
+
 def _cli(*args):
     return [sys.executable, "-m", "capszoo", "tune", *map(str, args)]
 
