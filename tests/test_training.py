@@ -88,6 +88,31 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_config_path, tmp_path
     assert metrics["test_accuracy"] > 0.5
 
 
+@pytest.mark.parametrize("limit, first, then, completed", [
+    (100, 40, 5, 13),  # 40 s compiling, then 5 s epochs: stops once 5 s more would pass 100 s
+    (50, 40, 5, 1),    # after the first epoch only, that epoch is the reserve
+    (100, 5, 20, 5),   # a slow later epoch (a shared GPU) raises the reserve
+])
+def test_time_limit_reserves_the_longest_epoch_after_the_first(monkeypatch, limit, first, then, completed):
+    from types import SimpleNamespace
+
+    from capszoo import training
+
+    now = [0.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    clock, model = training.TimeLimit(limit), SimpleNamespace(stop_training=False)
+    clock.set_model(model)
+    clock.on_train_begin()
+    epoch = 0
+    while not model.stop_training and epoch < 1000:
+        clock.on_epoch_begin(epoch)
+        now[0] += first if epoch == 0 else then
+        clock.on_epoch_end(epoch)
+        epoch += 1
+    assert (clock.completed, clock.stopped) == (completed, True)
+    assert now[0] <= limit or completed == 1
+
+
 def test_time_limit_ends_the_run_early_but_complete_and_resumable(tiny_config_path, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ValueError, match="time_limit must be a positive number of seconds, got 0"):

@@ -28,9 +28,10 @@
 #   two at once 5-6 s; 1,683 of the 1,800 s budget went on 7 calls (start + collect can share one).
 # - Third loan, 2026-11-23: six Fashion-MNIST runs beside one CIFAR-10 run took 12-14 s per
 #   Fashion epoch and 38-45 s per CIFAR epoch (its first, compiling, 157 s); CIFAR alone took 8 s.
-#   --time-limit keeps the longest epoch in reserve, so a run that compiled under contention stops
-#   that much early (1,149 of 1,300 s). `collect` can return at most 64 MiB: one set of weights
-#   per Fashion call (27 MB each), so choose on validation inside the call (PACK=NAME).
+#   --time-limit then kept the longest epoch, the compiling first, in reserve and stopped that run
+#   at 1,149 of 1,300 s; it now leaves the first epoch out once a later one has ended.
+# - A call returns at most 64 MiB: one set of Fashion-MNIST weights (27 MB) per collect next to
+#   other files, so choose on validation inside the call (PACK=NAME).
 set -u
 mode=$1
 shift
