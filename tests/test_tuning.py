@@ -209,7 +209,6 @@ def test_random_and_hyperband_searches_complete(search_config, tmp_path):
     assert len(frame) >= 2 and (frame.status == "COMPLETED").all() and frame.epochs.max() <= 2
 
 
-
 def test_a_decoder_model_is_searched_on_its_class_accuracy_by_default(tmp_path):
     """With the reconstruction decoder Keras logs the class accuracy as val_class_scores_accuracy;
     the default objective must mean it, not fail after the first trial has trained."""
