@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -172,21 +173,41 @@ def latest_checkpoint(folder):
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stop at the first non-finite training loss and remember where it happened."""
+    """Stop at the first non-finite training loss and remember where it happened.
+
+    Reading a batch's loss waits for that training step to finish. Keras calls a callback with a
+    batch-level hook in the training loop itself, so every step would wait for the accelerator
+    before the next batch is even prepared; declared ``async_safe``, the guard is called from
+    Keras' worker threads instead (JAX and PyTorch backends; TensorFlow's loop stays
+    synchronous), and the loop runs ahead. A divergence then stops training some steps after
+    the bad one, which is still reported as the first non-finite batch. From those threads it
+    must not touch ``self.model``: on JAX that property copies the training state into the
+    model's variables, racing the loop (which then reads arrays it has already given away).
+    """
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
         self.epoch = 0
         self.failure = None
+        self._lock = threading.Lock()
+        self._trainee = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._trainee = model
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        self.epoch = epoch  # Keras waits for the previous epoch's batch hooks before this one
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.failure = (self.epoch + 1, batch + 1, float(loss))
-            self.model.stop_training = True
+            with self._lock:  # worker threads may report batches out of order
+                if self.failure is None or (self.epoch + 1, batch + 1) < self.failure[:2]:
+                    self.failure = (self.epoch + 1, batch + 1, float(loss))
+            self._trainee.stop_training = True
 
 
 def hardware():

@@ -36,3 +36,18 @@ def test_precision_bench_smoke_run(tiny_config_path, tmp_path):
     assert set(row["step_s"]) == {"float32", "mixed_bfloat16"} and min(row["step_s"].values()) > 0
     assert row["ratio_float32_to_mixed"] == row["step_s"]["float32"] / row["step_s"]["mixed_bfloat16"]
     assert f"| {tiny_config_path} |" in run.stdout
+
+
+def test_fit_bench_smoke_run(tiny_config_path, tmp_path):
+    out = tmp_path / "fit.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_fit.py"), "--entries", str(tiny_config_path),
+         "--rounds", "2", "--steps", "2", "--warmup", "1", "--json", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["ms_per_step"]) == {"sync", "async", "none"}
+    assert all(len(times) == 2 and min(times) > 0 for times in row["rounds"].values())
+    assert row["ratio_sync_to_async"] == row["ms_per_step"]["sync"] / row["ms_per_step"]["async"]
+    assert f"| {tiny_config_path} |" in run.stdout

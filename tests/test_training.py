@@ -6,13 +6,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from capszoo.config import load_config
 from capszoo.runs import load_trained
-from capszoo.training import TrainingError, evaluate, learning_rate, train
+from capszoo.training import NanGuard, TrainingError, evaluate, learning_rate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,8 +95,6 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_config_path, tmp_path
     (100, 5, 20, 5),   # a slow later epoch (a shared GPU) raises the reserve
 ])
 def test_time_limit_reserves_the_longest_epoch_after_the_first(monkeypatch, limit, first, then, completed):
-    from types import SimpleNamespace
-
     from capszoo import training
 
     now = [0.0]
@@ -129,10 +128,20 @@ def test_time_limit_ends_the_run_early_but_complete_and_resumable(tiny_config_pa
     assert [int(r["epoch"]) for r in history(run)] == [0, 1, 2]
 
 
+@pytest.mark.any_backend  # on JAX the guard runs in Keras' worker threads (async_safe)
 def test_diverging_loss_stops_with_a_clear_error(tiny_config_path, tmp_path):
     config = load_config(tiny_config_path).replace(training={"learning_rate": 1e30})
     with pytest.raises(TrainingError, match=r"training loss became (nan|inf) at epoch 1, batch \d+: stopped"):
         train(config, out_dir=tmp_path / "run", verbose=0)
+
+
+def test_nan_guard_keeps_the_first_bad_batch_when_reported_out_of_order():
+    guard, model = NanGuard(), SimpleNamespace(stop_training=False)
+    guard.set_model(model)
+    guard.on_epoch_begin(2)
+    for batch, loss in [(7, float("nan")), (3, 0.5), (5, float("inf")), (9, float("nan"))]:
+        guard.on_train_batch_end(batch, {"loss": loss})
+    assert guard.failure == (3, 6, float("inf")) and model.stop_training
 
 
 def test_missing_data_fails_before_anything_is_written(tmp_path):
