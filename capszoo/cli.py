@@ -105,9 +105,9 @@ def cmd_train(args):
 
     _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir, resume=args.resume,
                        distribute=args.distribute, verbose=args.verbose, time_limit=args.time_limit,
-                       precision=args.precision)
-    summary = {k: metrics[k] for k in ("name", "test_accuracy", "test_loss", "epochs", "epochs_planned", "wall_time_s",
-                                       "images_per_s")}
+                       precision=args.precision, test=args.test)
+    summary = {k: metrics[k] for k in ("name", "validation_accuracy", "validation_loss", "test_accuracy", "test_loss",
+                                       "epochs", "epochs_planned", "wall_time_s", "images_per_s") if k in metrics}
     print(json.dumps(summary))
     return 0
 
@@ -324,6 +324,9 @@ def build_parser():
     train.add_argument("--precision", metavar="POLICY",
                        help="override training.precision: float32, or mixed_bfloat16 (the convolutions in "
                             "bfloat16, the capsules in float32; 1.8-1.9x per step measured on a CPU with AVX-512 BF16)")
+    train.add_argument("--test", action=argparse.BooleanOptionalAction, default=None,
+                       help="evaluate on the test split at the end (default: unless the config holds out validation "
+                            "data, whose runs choose between settings and report validation accuracy instead)")
     train.add_argument("--distribute", choices=["mirrored", "multi_worker"],
                        help="tf.distribute strategy (TensorFlow backend)")
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress: 0, 1 bar, 2 line")

@@ -36,6 +36,7 @@ from capszoo.ops import MarginLoss
 from capszoo.runs import METRICS_FILE, archive_metrics
 
 CHECKPOINT_PATTERN = re.compile(r"epoch-(\d{4,})\.keras$")
+SCORES = ("accuracy", "loss", "examples")  # what evaluate() measures, as metrics.json records each split
 
 
 class TrainingError(RuntimeError):
@@ -275,8 +276,8 @@ def _write_atomic(path, text):
 
 
 def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto",
-          time_limit=None, precision=None):
-    """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate on its test split.
+          time_limit=None, precision=None, test=None):
+    """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate the result.
 
     Args:
         out_dir: the run folder (default ``runs/NAME``).
@@ -291,6 +292,11 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
             evaluated, ``metrics["epochs"]`` the epochs actually trained and
             ``metrics["epochs_planned"]`` the config's. The learning-rate schedule stays the
             config's, so ``resume`` continues it exactly.
+        test: evaluate on the test split at the end. By default only a run that holds out no
+            validation data does: one that holds some out (``data.validation_fraction`` > 0) is
+            there to choose between settings, which must not be done on the test split, so its
+            ``metrics`` give ``validation_accuracy`` and ``validation_loss`` and a ``None`` test
+            accuracy and loss. ``test=True`` evaluates it on both.
 
     Returns ``(model, metrics)``; ``metrics`` is also written to ``out_dir/metrics.json``.
     """
@@ -346,13 +352,19 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     bare = save_model_weights(model, config, run / "model.weights.h5")
     if config.training.precision != "float32":  # measure what users get: the weights in a float32 model
         model = bare  # evaluate() compiles it
-    test = evaluate(model, config, splits=splits)
+    held_out = splits.validation is not None
+    if test is None:
+        test = not held_out
+    scores = {}
+    if held_out:
+        scores["validation"] = evaluate(model, config, split="validation", splits=splits)
+    if test:
+        scores["test"] = evaluate(model, config, splits=splits)
     metrics = {
         "name": config.name,
         "config_sha256": config.sha256(),
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "test_examples": test["examples"],
+        **{f"test_{k}": scores["test"][k] if test else None for k in SCORES},
+        **({f"validation_{k}": scores["validation"][k] for k in SCORES} if held_out else {}),
         "epochs": done + epochs_run,
         "epochs_planned": config.training.epochs,
         "stopped_by_time_limit": clock.stopped,

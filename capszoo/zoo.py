@@ -258,7 +258,7 @@ def publish(run_dir, name=None, dest=None):
         "stopped_by_time_limit": metrics.get("stopped_by_time_limit", False),
         "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
     }
-    if metrics["test_accuracy"] != test["accuracy"]:
+    if metrics.get("test_accuracy") not in (None, test["accuracy"]):  # None: trained with --no-test
         card["test_accuracy_at_training"] = metrics["test_accuracy"]
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return dest

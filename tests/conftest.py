@@ -23,7 +23,7 @@ lam = 3.0
 dataset = "digits"
 image_size = [12, 12]
 resize = "bilinear"
-validation_fraction = 0.1
+validation_fraction = 0.0
 
 [training]
 epochs = 2

@@ -32,6 +32,11 @@ def test_train_eval_predict_round_trip(tiny_config_path, tmp_path, capsys):
     assert main(["predict", str(run), str(image)]) == 0
     path, class_id, name, score = capsys.readouterr().out.strip().split("\t")
     assert path == str(image) and name == class_id and 0 <= float(score) < 1
+    # --no-test: a run that must not look at the test split (one holding out validation data by default)
+    assert main(["train", str(tiny_config_path), "--out", str(tmp_path / "blind"), "--epochs", "1", "--verbose", "0",
+                 "--no-test"]) == 0
+    blind = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert blind["test_accuracy"] is None and blind["test_loss"] is None and "validation_accuracy" not in blind
 
 
 @pytest.mark.parametrize("args, message", [

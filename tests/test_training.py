@@ -46,6 +46,30 @@ def test_train_writes_a_complete_run_folder(tiny_config_path, tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
+def test_a_run_holding_out_validation_data_leaves_the_test_split_alone(tiny_config_path, tmp_path, monkeypatch):
+    from capszoo import training
+
+    config = load_config(tiny_config_path).replace(data={"validation_fraction": 0.2}, training={"epochs": 1})
+    splits_used = []
+    real_evaluate = training.evaluate
+    monkeypatch.setattr(training, "evaluate", lambda *a, split="test", **k: splits_used.append(split)
+                        or real_evaluate(*a, split=split, **k))
+    model, metrics = train(config, out_dir=tmp_path / "choose", verbose=0)
+    assert splits_used == ["validation"]  # the test split is never evaluated
+    assert (metrics["test_accuracy"], metrics["test_loss"], metrics["test_examples"]) == (None, None, None)
+    assert metrics["validation_examples"] == 288 and metrics["train_examples"] == 1438 - 288
+    assert metrics["validation_accuracy"] == pytest.approx(float(history(tmp_path / "choose")[-1]["val_accuracy"]),
+                                                           abs=1e-6)  # the last epoch's, as Keras logged it
+    assert metrics["validation_accuracy"] == pytest.approx(evaluate(model, config, split="validation")["accuracy"])
+    # Asked for, it reports both; a run without validation data reports the test split alone.
+    splits_used.clear()
+    _, both = train(config, out_dir=tmp_path / "both", verbose=0, test=True)
+    assert splits_used == ["validation", "test"] and both["test_examples"] == 359
+    assert both["validation_accuracy"] == metrics["validation_accuracy"]  # same seed, same run
+    _, full = train(config.replace(data={"validation_fraction": 0.0}), out_dir=tmp_path / "full", verbose=0)
+    assert full["test_examples"] == 359 and "validation_accuracy" not in full
+
+
 def test_training_with_the_reconstruction_decoder(tiny_config_path, tmp_path):
     config = load_config(tiny_config_path).replace(model={"decoder": True, "decoder_units": [16, 32]},
                                                    training={"epochs": 1})
