@@ -74,20 +74,42 @@ def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says
 
     folder = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "fashion-mnist-sweep"
     sweep = {path.stem: load_config(path) for path in sorted(folder.glob("*.toml"))}
-    assert len(sweep) == 11
-    lams = {"-l01": 0.1, "-l1": 1.0, "-l4": 4.0}
+    assert len(sweep) == 15
+    lams = {"-l01": 0.1, "-l1": 1.0, "-l2": 2.0, "-l4": 4.0}
     for name, config in sweep.items():
         assert (config.data.dataset, config.data.validation_fraction, config.training.epochs) == \
-            ("fashion_mnist", 0.1, 50), name
+            ("fashion_mnist", 0.1, 80 if name.endswith("-e80") else 50), name
         assert config.model.routing == {"fa": "adaptive_lambda", "fd": "dynamic"}[name[:2]], name
         assert (config.data.shift_pixels, config.model.decoder, config.training.lr_decay) == \
             (int(name[4]), "-rec" in name, 0.97 if "-d97" in name else 0.95), name
         if name.startswith("fa"):
             lam = next((value for suffix, value in lams.items() if name.endswith(suffix)), 3.0)
             assert config.model.lam == lam, name
+    # the next loan's twins: each the member's recipe on the whole split, nothing else changed
+    twins = {path.stem: load_config(path) for path in sorted((folder / "twins").glob("*.toml"))}
+    assert set(twins) == {"ta-s1-l2", "ta-s1-l4", "ta-s1-d97", "ta-s1-d97-e80"}
+    for name, config in twins.items():
+        member = sweep["fa-" + name.removeprefix("ta-")]
+        assert config.sha256() == member.replace(data={"validation_fraction": 0.0}).sha256(), name
     # the members chosen on validation data (README) train the published recipes on the whole split
     for member, entry in (("fa-s1", "ara-fashion-mnist"), ("fd-s2-d97", "dra-fashion-mnist")):
         published = load_config(entry)
         chosen = sweep[member].replace(data={"validation_fraction": 0.0},
                                        training={"precision": published.training.precision})
         assert chosen.sha256() == published.sha256(), entry
+
+
+def test_the_fourth_loan_rule_returns_a_twin_only_above_the_published_member():
+    """choose_fourth_loan.py, fixed before its runs: the best member's twin if it beats fa-s1's 0.9242."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "fashion-mnist-sweep"
+    spec = importlib.util.spec_from_file_location("choose_fourth_loan", folder / "choose_fourth_loan.py")
+    rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule)
+    scores = {"fa-s1-l2": 0.9230, "fa-s1-l4": 0.9250, "fa-s1-d97": 0.9245, "fa-s1-d97-e80": 0.9100}
+    assert rule.choose(scores) == "ta-s1-l4"
+    assert rule.choose({**scores, "fa-s1-l4": 0.9242}) == "ta-s1-d97"  # a tie with fa-s1 does not beat it
+    assert rule.choose({member: 0.9242 for member in rule.MEMBERS}) == "none"
+

@@ -1,0 +1,42 @@
+"""The rule that will choose which full-data twin comes back from the next GPU loan, written on
+2026-11-23 before any of its runs (README, "A fourth loan, planned").
+
+Members (each holds out the same tenth of the training split): fa-s1-l2, fa-s1-l4 (λ = 2, 4),
+fa-s1-d97 (decay 0.97) and fa-s1-d97-e80 (decay 0.97 for 80 epochs), all shifted by 1 px like
+fa-s1, the published recipe's member, whose final validation accuracy was 0.9242. Beside each
+trains its twin, twins/ta-*.toml: the same recipe on the whole split.
+
+Rule: the member with the highest final validation accuracy, if it beats 0.9242, and then its
+twin's weights come back to be published as ara-fashion-mnist (with the zoo config changed to the
+twin's recipe); otherwise none, and ara-fashion-mnist stays as it is. Run on the lent machine
+from the repository root after the runs end; prints the run name to pack (PACK=...), or "none".
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from best_run import final_val_accuracy  # noqa: E402
+
+RUNS = "/tmp/runs/zoo-"
+PUBLISHED_VAL = 0.9242  # fa-s1, the member of the recipe published after the third loan
+MEMBERS = ("fa-s1-l2", "fa-s1-l4", "fa-s1-d97", "fa-s1-d97-e80")
+
+
+def twin(member):
+    return "ta-" + member.removeprefix("fa-")
+
+
+def choose(scores):
+    best = max(MEMBERS, key=scores.get)
+    return twin(best) if scores[best] > PUBLISHED_VAL else "none"
+
+
+def main():
+    scores = {member: final_val_accuracy(RUNS + member) for member in MEMBERS}
+    print(scores, file=sys.stderr)
+    print(choose(scores))
+
+
+if __name__ == "__main__":
+    main()
