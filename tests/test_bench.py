@@ -7,15 +7,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_tool(script, *args):
+    """Run ``tools/SCRIPT`` as a user would, with the repository on the path; asserts it succeeded."""
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / script), *map(str, args)], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
+
+
 def test_bench_smoke_run_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench.py"), "--tiny", "--rounds", "1", "--steps", "1",
-         "--shapes", "12x12x1", "--models", "CapsNet2", "--routings", "adaptive_lambda", "--batch", "8",
-         "--json", str(out)],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = run_tool("bench.py", "--tiny", "--rounds", "1", "--steps", "1", "--shapes", "12x12x1", "--models", "CapsNet2",
+                   "--routings", "adaptive_lambda", "--batch", "8", "--json", out)
     results = json.loads(out.read_text())
     rows = {(r["model"], r["routing"]): r for r in results["rows"]}
     assert set(rows) == {("backbone", "-"), ("CapsNet2", "adaptive_lambda")}
@@ -26,12 +29,8 @@ def test_bench_smoke_run_writes_table_and_json(tmp_path):
 
 def test_precision_bench_smoke_run(tiny_config_path, tmp_path):
     out = tmp_path / "precision.json"
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench_precision.py"), "--entries", str(tiny_config_path),
-         "--batch", "8", "--rounds", "1", "--steps", "1", "--json", str(out)],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = run_tool("bench_precision.py", "--entries", tiny_config_path, "--batch", "8", "--rounds", "1", "--steps", "1",
+                   "--json", out)
     (row,) = json.loads(out.read_text())["rows"]
     assert set(row["step_s"]) == {"float32", "mixed_bfloat16"} and min(row["step_s"].values()) > 0
     assert row["ratio_float32_to_mixed"] == row["step_s"]["float32"] / row["step_s"]["mixed_bfloat16"]
@@ -40,12 +39,8 @@ def test_precision_bench_smoke_run(tiny_config_path, tmp_path):
 
 def test_fit_bench_smoke_run(tiny_config_path, tmp_path):
     out = tmp_path / "fit.json"
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench_fit.py"), "--entries", str(tiny_config_path),
-         "--rounds", "2", "--steps", "2", "--warmup", "1", "--json", str(out)],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = run_tool("bench_fit.py", "--entries", tiny_config_path, "--rounds", "2", "--steps", "2", "--warmup", "1",
+                   "--json", out)
     (row,) = json.loads(out.read_text())["rows"]
     assert set(row["ms_per_step"]) == {"sync", "async", "none"}
     assert all(len(times) == 2 and min(times) > 0 for times in row["rounds"].values())

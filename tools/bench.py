@@ -31,7 +31,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from benchlib import interleaved, save_json
 
 ROUTINGS = {
     "dynamic r=3": dict(routing="dynamic", iterations=3),
@@ -163,14 +164,13 @@ def time_configurations(entries, shape, rounds, steps, tiny):
         model.train_on_batch(x, y)  # trace and warm up
         model.train_on_batch(x, y)
         built.append((entry, model, x, y))
-    per_round = {id(entry): [] for entry in entries}
-    for r in range(rounds):
-        for entry, model, x, y in built:
-            start = time.perf_counter()
-            for _ in range(steps):
-                model.train_on_batch(x, y)
-            per_round[id(entry)].append((time.perf_counter() - start) / steps)
-        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    def run(model, x, y):
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+
+    seconds = interleaved({id(entry): lambda m=model, x=x, y=y: run(m, x, y) for entry, model, x, y in built}, rounds,
+                          lambda r: print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True))
+    per_round = {key: [t / steps for t in times] for key, times in seconds.items()}
     floor = per_round[id(entries[0])]
     for entry in entries:
         times = per_round[id(entry)]
@@ -252,15 +252,10 @@ def main(argv=None):
             names = ", ".join(f"{r['model']} {r['routing']}" for r in group[1:])
             print(f"== {shape_text}: timing the floor with {names}", file=sys.stderr, flush=True)
             time_configurations(group, shape, args.rounds, args.steps, args.tiny)
-        save(results, args.json)  # after every shape: a crash later loses nothing measured
-    save(results, args.json)
+        save_json(results, args.json)  # after every shape: a crash later loses nothing measured
+    save_json(results, args.json)
     print(markdown_table(results))
     print(f"\nJSON: {args.json}")
-
-
-def save(results, path):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=2))
 
 
 def markdown_table(results):

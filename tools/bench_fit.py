@@ -21,10 +21,9 @@ Prints a Markdown table and writes JSON (``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
-from pathlib import Path
+
+from benchlib import interleaved, save_json
 
 
 def variants():
@@ -49,15 +48,12 @@ def step_times(entry, rounds, steps, warmup=20):
     model = build_model(config, precision=config.training.precision)
     stream = make_dataset(*splits.train, config, training=True)
     model.fit(stream, epochs=1, steps_per_epoch=warmup, shuffle=False, verbose=0)
-    callbacks = variants()
-    times = {variant: [] for variant in callbacks}
-    for _ in range(rounds):
-        for variant, make in callbacks.items():
-            start = time.perf_counter()
-            model.fit(stream, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=make())
-            times[variant].append((time.perf_counter() - start) / steps * 1e3)
+    runs = {variant: lambda make=make: model.fit(stream, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
+                                                 callbacks=make())
+            for variant, make in variants().items()}
+    times = interleaved(runs, rounds)
     keras.backend.clear_session()
-    return times
+    return {variant: [t / steps * 1e3 for t in seconds] for variant, seconds in times.items()}
 
 
 def main(argv=None):
@@ -88,10 +84,7 @@ def main(argv=None):
         ms = row["ms_per_step"]
         print(f"| {row['entry']} | {ms['sync']:.2f} | {ms['async']:.2f} | {ms['none']:.2f} | "
               f"{row['ratio_sync_to_async']:.2f} |")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "hardware": hardware(), "versions": versions(),
-                               "args": vars(args)}, indent=2))
+    save_json({"rows": rows, "hardware": hardware(), "versions": versions(), "args": vars(args)}, args.json)
     return 0
 
 

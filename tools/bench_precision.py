@@ -14,10 +14,9 @@ Prints a Markdown table and writes JSON (``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
-from pathlib import Path
+
+from benchlib import interleaved, save_json
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 
@@ -39,15 +38,13 @@ def step_times(entry, batch, rounds, steps, warmup=2):
     for model in models.values():
         for _ in range(warmup):
             model.train_on_batch(x, y)
-    times = {p: [] for p in PRECISIONS}
-    for _ in range(rounds):
-        for precision, model in models.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                model.train_on_batch(x, y)
-            times[precision].append((time.perf_counter() - start) / steps)
+    def run(model):
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+
+    times = interleaved({p: lambda model=model: run(model) for p, model in models.items()}, rounds)
     keras.backend.clear_session()
-    return times
+    return {p: [t / steps for t in seconds] for p, seconds in times.items()}
 
 
 def main(argv=None):
@@ -75,10 +72,7 @@ def main(argv=None):
     for row in rows:
         print(f"| {row['entry']} | {row['step_s']['float32']:.3f} | {row['step_s']['mixed_bfloat16']:.3f} | "
               f"{row['ratio_float32_to_mixed']:.2f} |")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "hardware": hardware(), "versions": versions(),
-                               "args": vars(args)}, indent=2))
+    save_json({"rows": rows, "hardware": hardware(), "versions": versions(), "args": vars(args)}, args.json)
     return 0
 
 
