@@ -46,3 +46,13 @@ def test_fit_bench_smoke_run(tiny_config_path, tmp_path):
     assert all(len(times) == 2 and min(times) > 0 for times in row["rounds"].values())
     assert row["ratio_sync_to_async"] == row["ms_per_step"]["sync"] / row["ms_per_step"]["async"]
     assert f"| {tiny_config_path} |" in run.stdout
+
+
+def test_float16_weights_check_on_the_bundled_entry(tmp_path):
+    out = tmp_path / "float16.json"
+    run = run_tool("float16_weights.py", "--entries", "ara-digits", "--json", out)
+    (row,) = json.loads(out.read_text())["rows"]
+    card = json.loads((ROOT / "saved_models" / "ara-digits" / "card.json").read_text())
+    assert row["float32_accuracy"] == card["test_accuracy"] and row["examples"] == 359
+    assert abs(row["change_points"]) <= 0.05 and row["float16_bytes"] * 2 == row["float32_bytes"]
+    assert "| `ara-digits` | 359 | 99.72 % |" in run.stdout
