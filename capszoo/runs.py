@@ -51,6 +51,48 @@ def training_runs(run):
     return chain[::-1]
 
 
+WEIGHT_DTYPES = ("float32", "float16")
+
+
+def save_weights(model, path, dtype="float32"):
+    """Save ``model``'s weights to the ``.weights.h5`` file ``path``, as float32 or float16.
+
+    ``float16`` rounds every float32 array and keeps the file's layout and attributes, so the
+    file is half the size and loads like any other: Keras casts the values back to the model's
+    float32 variables (TensorFlow, JAX and PyTorch alike).
+    """
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype must be one of {', '.join(map(repr, WEIGHT_DTYPES))}, got {dtype!r}")
+    path = Path(path)
+    if dtype == "float32":
+        model.save_weights(path)
+        return path
+    import tempfile
+
+    import h5py
+
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / "float32.weights.h5"
+        model.save_weights(full)
+        with h5py.File(full, "r") as source, h5py.File(path, "w") as target:
+            _copy_as(source, target, np.dtype(dtype))
+    return path
+
+
+def _copy_as(source, target, dtype):
+    """Copy an HDF5 group recursively, float32 datasets converted to ``dtype``."""
+    import h5py
+
+    target.attrs.update(source.attrs)
+    for key, item in source.items():
+        if isinstance(item, h5py.Group):
+            _copy_as(item, target.create_group(key), dtype)
+        else:
+            data = item[()]
+            copy = target.create_dataset(key, data=data.astype(dtype) if data.dtype == np.float32 else data)
+            copy.attrs.update(item.attrs)
+
+
 def load_weights_checked(model, weights):
     """Load a ``.weights.h5`` into ``model``; a missing, corrupt or mismatched file is one ValueError."""
     path = Path(weights)

@@ -203,7 +203,10 @@ def _card_dataset(source, dataset):
     return card
 
 
-def publish(run_dir, name=None, dest=None):
+FLOAT16_TOLERANCE_POINTS = 0.05  # the most float16 storage may move test accuracy (the zoo issue's bar)
+
+
+def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     """Copy a finished run's weights into ``saved_models/NAME/`` and write its card.
 
     The card is built from the run's ``metrics.json`` (epochs, wall time, hardware and versions
@@ -213,6 +216,11 @@ def publish(run_dir, name=None, dest=None):
     in this process's backend: a run trained elsewhere (a GPU with JAX, say) is thereby checked
     where users load it. ``evaluated_on`` says where; ``test_accuracy_at_training`` keeps the
     training run's own figure when the two differ.
+
+    ``weights_dtype="float16"`` stores the weights rounded to float16 (half the file; they load
+    as float32). The test accuracy is then measured on both, and publishing is refused, with
+    nothing replaced, if rounding moved it by more than 0.05 points; the card keeps the float32
+    figure as ``test_accuracy_float32``.
     """
     run_dir = Path(run_dir)
     metrics_path, weights_path = run_dir / "metrics.json", run_dir / WEIGHTS_FILE
@@ -225,16 +233,29 @@ def publish(run_dir, name=None, dest=None):
     if entry.sha256() != config.sha256():
         raise ValueError(f"run {run_dir} did not train zoo entry {name!r}'s recipe (config hashes differ; "
                          f"was it trained with --epochs or other overrides?)")
-    dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
-    dest.mkdir(parents=True, exist_ok=True)
-    from capszoo.runs import load_weights_checked, training_runs
+    from capszoo.runs import WEIGHT_DTYPES, load_weights_checked, save_weights, training_runs
     from capszoo.training import build_model, evaluate, hardware, versions
 
-    # Re-save through an uncompiled model: the same weight values, without optimizer state.
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype must be one of {', '.join(map(repr, WEIGHT_DTYPES))}, got {weights_dtype!r}")
+    dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    # Re-save through an uncompiled model: the same weight values, without optimizer state;
+    # under a temporary name until it has been measured.
     model = load_weights_checked(build_model(config, compile=False), weights_path)
-    model.save_weights(dest / WEIGHTS_FILE)
-    # Measured on the file users will load, not on the in-memory copy it was saved from.
-    test = evaluate(load_weights_checked(build_model(config, compile=False), dest / WEIGHTS_FILE), config)
+    staged = save_weights(model, dest / f"publishing.{WEIGHTS_FILE}", weights_dtype)
+    try:
+        # Measured on the file users will load, not on the in-memory copy it was saved from.
+        test = evaluate(load_weights_checked(build_model(config, compile=False), staged), config)
+        reference = evaluate(model, config) if weights_dtype != "float32" else test
+        change = 100 * (test["accuracy"] - reference["accuracy"])
+        if abs(change) > FLOAT16_TOLERANCE_POINTS:
+            raise ValueError(f"{weights_dtype} weights change {name}'s test accuracy by {change:+.2f} points "
+                             f"({reference['accuracy']:.4f} -> {test['accuracy']:.4f}), more than the "
+                             f"{FLOAT16_TOLERANCE_POINTS} allowed: publish it in float32")
+        staged.replace(dest / WEIGHTS_FILE)
+    finally:
+        staged.unlink(missing_ok=True)
     dataset = _card_dataset(metrics["dataset"], config.data.dataset)
     card = {
         "name": name,
@@ -243,7 +264,7 @@ def publish(run_dir, name=None, dest=None):
         "weights_file": WEIGHTS_FILE,
         "weights_sha256": sha256_file(dest / WEIGHTS_FILE),
         "weights_bytes": (dest / WEIGHTS_FILE).stat().st_size,
-        "weights_dtype": "float32",
+        "weights_dtype": weights_dtype,
         "params": model.count_params(),
         "dataset": dataset,
         "test_accuracy": test["accuracy"],
@@ -258,7 +279,9 @@ def publish(run_dir, name=None, dest=None):
         "stopped_by_time_limit": metrics.get("stopped_by_time_limit", False),
         "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
     }
-    if metrics.get("test_accuracy") not in (None, test["accuracy"]):  # None: trained with --no-test
+    if metrics.get("test_accuracy") not in (None, reference["accuracy"]):  # None: trained with --no-test
         card["test_accuracy_at_training"] = metrics["test_accuracy"]
+    if weights_dtype != "float32":
+        card["test_accuracy_float32"] = reference["accuracy"]
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return dest

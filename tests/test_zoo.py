@@ -217,6 +217,48 @@ def test_weights_from_another_architecture_are_refused(private_zoo):
         capszoo.load("tiny-digits", weights=str(path))
 
 
+def test_float16_weights_are_half_the_file_load_as_float32_and_keep_the_accuracy(private_zoo):
+    import h5py
+
+    tmp_path, model, metrics, published = private_zoo
+    full_bytes = (published / "model.weights.h5").stat().st_size
+    half = zoo.publish(tmp_path / "run", weights_dtype="float16")  # replaces the float32 entry
+    assert half == published
+    card = json.loads((half / "card.json").read_text())
+    weights = half / "model.weights.h5"
+    assert card["weights_dtype"] == "float16" and card["weights_sha256"] == zoo.sha256_file(weights)
+    assert card["test_accuracy_float32"] == metrics["test_accuracy"] and "test_accuracy_at_training" not in card
+    assert abs(card["test_accuracy"] - metrics["test_accuracy"]) <= 0.0005
+    arrays = {}
+    with h5py.File(weights) as f:
+        f.visititems(lambda key, item: arrays.update({key: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    assert arrays and all(a.dtype == np.float16 for a in arrays.values())
+    saved = full_bytes - card["weights_bytes"]  # the same HDF5 layout around half the bytes of data
+    assert saved == pytest.approx(sum(w.nbytes for w in model.get_weights()) // 2, abs=2048)
+    assert sorted(p.name for p in half.iterdir()) == ["card.json", "model.weights.h5"]  # nothing staged is left
+    loaded = capszoo.load("tiny-digits")
+    assert all(w.dtype == np.float32 for w in loaded.get_weights())
+    for ours, theirs in zip(loaded.get_weights(), model.get_weights(), strict=True):  # the float16 rounding
+        np.testing.assert_array_equal(ours, theirs.astype(np.float16).astype(np.float32))
+
+
+def test_float16_weights_that_move_the_accuracy_are_refused_and_nothing_is_replaced(private_zoo, monkeypatch):
+    from capszoo import training
+
+    tmp_path, _, _, published = private_zoo
+    before = (published / "model.weights.h5").read_bytes(), (published / "card.json").read_text()
+    measured = iter([0.9000, 0.9010])  # the float16 file first, then the float32 weights: 0.10 points apart
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: {"accuracy": next(measured), "loss": 0.1,
+                                                               "examples": 359, "split": "test"})
+    with pytest.raises(ValueError, match=r"float16 weights change tiny-digits's test accuracy by -0.10 points "
+                                         r"\(0.9010 -> 0.9000\), more than the 0.05 allowed: publish it in float32"):
+        zoo.publish(tmp_path / "run", weights_dtype="float16")
+    assert ((published / "model.weights.h5").read_bytes(), (published / "card.json").read_text()) == before
+    assert sorted(p.name for p in published.iterdir()) == ["card.json", "model.weights.h5"]
+    with pytest.raises(ValueError, match="weights dtype must be one of 'float32', 'float16', got 'int8'"):
+        zoo.publish(tmp_path / "run", weights_dtype="int8")
+
+
 def test_publish_refuses_runs_of_another_recipe(private_zoo, tiny_config_path):
     tmp_path, _, _, _ = private_zoo
     train("tiny-digits", out_dir=tmp_path / "short", epochs=1, verbose=0)
