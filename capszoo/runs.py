@@ -54,6 +54,12 @@ def training_runs(run):
 WEIGHT_DTYPES = ("float32", "float16")
 
 
+def check_weights_dtype(dtype):
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype must be one of {', '.join(map(repr, WEIGHT_DTYPES))}, got {dtype!r}")
+    return dtype
+
+
 def save_weights(model, path, dtype="float32"):
     """Save ``model``'s weights to the ``.weights.h5`` file ``path``, as float32 or float16.
 
@@ -61,10 +67,8 @@ def save_weights(model, path, dtype="float32"):
     file is half the size and loads like any other: Keras casts the values back to the model's
     float32 variables (TensorFlow, JAX and PyTorch alike).
     """
-    if dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weights dtype must be one of {', '.join(map(repr, WEIGHT_DTYPES))}, got {dtype!r}")
     path = Path(path)
-    if dtype == "float32":
+    if check_weights_dtype(dtype) == "float32":
         model.save_weights(path)
         return path
     import tempfile

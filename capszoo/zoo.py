@@ -233,11 +233,10 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     if entry.sha256() != config.sha256():
         raise ValueError(f"run {run_dir} did not train zoo entry {name!r}'s recipe (config hashes differ; "
                          f"was it trained with --epochs or other overrides?)")
-    from capszoo.runs import WEIGHT_DTYPES, load_weights_checked, save_weights, training_runs
+    from capszoo.runs import check_weights_dtype, load_weights_checked, save_weights, training_runs
     from capszoo.training import build_model, evaluate, hardware, versions
 
-    if weights_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weights dtype must be one of {', '.join(map(repr, WEIGHT_DTYPES))}, got {weights_dtype!r}")
+    check_weights_dtype(weights_dtype)  # before anything is written
     dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
     dest.mkdir(parents=True, exist_ok=True)
     # Re-save through an uncompiled model: the same weight values, without optimizer state;
