@@ -164,6 +164,7 @@ def time_configurations(entries, shape, rounds, steps, tiny):
         model.train_on_batch(x, y)  # trace and warm up
         model.train_on_batch(x, y)
         built.append((entry, model, x, y))
+
     def run(model, x, y):
         for _ in range(steps):
             model.train_on_batch(x, y)

@@ -5,7 +5,8 @@ Not a test: a measurement, meant for an accelerator. Reading a step's loss in a 
 the loop wait for the device before it prepares the next batch; the guard did so at every step
 until ``NanGuard.async_safe`` (JAX and PyTorch backends). Where a step's host work (the input
 pipeline, Keras' loop, dispatch) is comparable with its device work, as for these small models
-on a GPU, that wait adds the two up. On a CPU both share the same cores and the variants agree.
+on a GPU, that wait adds the two up. On a CPU both share the same cores, and what differs is lost
+in the noise (README).
 
 For each entry it builds and compiles the model once, warms it up on the entry's real training
 stream (data and augmentation as trained), then times ``fit`` over ``--steps`` steps per variant

@@ -38,6 +38,7 @@ def step_times(entry, batch, rounds, steps, warmup=2):
     for model in models.values():
         for _ in range(warmup):
             model.train_on_batch(x, y)
+
     def run(model):
         for _ in range(steps):
             model.train_on_batch(x, y)
