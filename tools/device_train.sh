@@ -76,17 +76,21 @@ collect)
     done
     # Every run's logs, configs, histories and metrics (small); the weights only of $PACK
     # (default: all NAMEs), or of `best:A,B,...`: the run among A, B, ... with the highest final
-    # val_accuracy, so that a sweep sends back one set of weights chosen on validation data.
+    # val_accuracy, so that a sweep sends back one set of weights chosen on validation data;
+    # `none` (what a choosing rule prints when nothing qualifies) sends back no weights.
     (cd "$runs" && tar cf "$out/meta.tar" --exclude=checkpoints --exclude=model.weights.h5 *.log zoo-*)
     pack=""
     for item in ${PACK:-$*}; do
         case $item in
+        none) continue ;;
         best:*) item=$(python3 "$(dirname "$0")/best_run.py" $(echo "${item#best:}" | tr , '\n' | sed "s|^|$runs/zoo-|")) ;;
         esac
         pack="$pack zoo-${item#zoo-}"
     done
-    echo "packing:$pack"
-    (cd "$runs" && tar cf - --exclude=checkpoints $pack) | split -b 15M -d - "$out/runs-$1.tar."
+    echo "packing:${pack:- nothing}"
+    if [ -n "$pack" ]; then
+        (cd "$runs" && tar cf - --exclude=checkpoints $pack) | split -b 15M -d - "$out/runs-$1.tar."
+    fi
     ls -la "$out"
     for log in "$runs"/*.log; do echo "== $log"; tail -n 2 "$log"; done
     ;;
