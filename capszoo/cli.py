@@ -105,7 +105,7 @@ def cmd_train(args):
 
     _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir, resume=args.resume,
                        distribute=args.distribute, verbose=args.verbose, time_limit=args.time_limit,
-                       precision=args.precision, test=args.test)
+                       precision=args.precision, test=args.test, from_zoo=args.from_zoo)
     summary = {k: metrics[k] for k in ("name", "validation_accuracy", "validation_loss", "test_accuracy", "test_loss",
                                        "epochs", "epochs_planned", "wall_time_s", "images_per_s") if k in metrics}
     print(json.dumps(summary))
@@ -321,6 +321,9 @@ def build_parser():
     train.add_argument("--data-dir", help="offline folder of .npz datasets (else $CAPSZOO_DATA_DIR, else tfds)")
     train.add_argument("--out", help="run folder (default runs/NAME)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    train.add_argument("--from-zoo", action="store_true",
+                       help="continue the zoo entry's published weights from the epoch its card ends at, with a "
+                            "fresh optimizer (the weights carry none), in a new --out folder; then --resume it")
     train.add_argument("--time-limit", type=float, metavar="SECONDS",
                        help="start no epoch that would end past SECONDS of training (judged by the longest epoch so "
                             "far); the run still saves, evaluates and can be --resume'd")

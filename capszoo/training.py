@@ -11,6 +11,8 @@ A run folder holds::
     metrics-epoch-NNNN.json
                            a resumed run's predecessor's metrics.json, by the epochs it ended
                            at (the card adds up every run's wall time)
+    warm_starts.json       only in a run that continues a published zoo entry: where the
+                           optimizer started afresh (:func:`warm_start_from_zoo`)
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from capszoo.config import Config, load_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet
 from capszoo.ops import MarginLoss
-from capszoo.runs import METRICS_FILE, archive_metrics
+from capszoo.runs import EARLIER_METRICS, METRICS_FILE, archive_metrics
 
 CHECKPOINT_PATTERN = re.compile(r"epoch-(\d{4,})\.keras$")
+WARM_STARTS_FILE = "warm_starts.json"
 SCORES = ("accuracy", "loss", "examples")  # what evaluate() measures, as metrics.json records each split
 
 
@@ -173,6 +176,59 @@ def latest_checkpoint(folder):
     return best
 
 
+def warm_start_from_zoo(config: Config, run):
+    """Seed the run folder ``run`` to continue the published weights of zoo entry ``config.name``.
+
+    A zoo entry keeps its weights but neither the run folder it was trained in nor Adam's
+    moments, so it cannot be resumed exactly. This writes what ``resume`` needs instead:
+
+    * a checkpoint after the card's epochs holding the published weights with a fresh
+      optimizer, so the learning-rate schedule and the data stream go on from that epoch;
+    * the card's training runs as the predecessors' ``metrics-epoch-NNNN.json``, so the next
+      card accounts for every run behind its weights;
+    * ``warm_starts.json``: the card's earlier warm starts plus this one (epoch, weights sha256),
+      which the run's metrics and the next card carry.
+
+    Returns the epochs the entry had been trained for.
+    """
+    from capszoo import zoo
+
+    run = Path(run)
+    name = config.name
+    card = zoo.read_card(name)
+    if card is None:
+        raise TrainingError(f"zoo entry {name!r} has no published weights to continue: train it with "
+                            f"`capszoo train {name}`")
+    entry = load_config(name)
+    if card.get("config_sha256") != entry.sha256():
+        raise TrainingError(f"the published weights of {name!r} were trained with another version of its config; "
+                            "they cannot be continued with this one")
+    if config.model != entry.model:
+        raise TrainingError(f"cannot continue {name!r} with another model configuration")
+    done = int(card["epochs"])
+    if done >= config.training.epochs:
+        raise TrainingError(f"zoo entry {name!r} has already been trained for {done} of "
+                            f"{config.training.epochs} epochs: nothing to continue")
+    if latest_checkpoint(run / "checkpoints")[1] is not None or (run / METRICS_FILE).exists():
+        raise TrainingError(f"run folder {run} already holds a run: continue it with --resume, or choose "
+                            "another --out")
+    model = build_model(config, precision=config.training.precision)
+    model.set_weights(zoo.load(name, compile=False).get_weights())  # sha256-checked against the card
+    model.optimizer.build(model.trainable_variables)  # a fresh Adam: zero moments, no step taken
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    model.save(run / "checkpoints" / f"epoch-{done:04d}.keras")
+    for part in card.get("training_runs") or [card]:
+        first, last = part.get("epochs", [card.get("resumed_from_epoch", 0), done])
+        earlier = {"name": name, "epochs": last, "resumed_from_epoch": first,
+                   **{k: part[k] for k in ("wall_time_s", "images_per_s", "hardware", "versions") if k in part}}
+        _write_atomic(run / EARLIER_METRICS.format(last), json.dumps(earlier, indent=2))
+    starts = [*card.get("warm_starts", []),
+              {"epoch": done, "weights_sha256": card["weights_sha256"],
+               "optimizer": "fresh: the published weights carry no optimizer state"}]
+    _write_atomic(run / WARM_STARTS_FILE, json.dumps(starts, indent=2))
+    return done
+
+
 class NanGuard(keras.callbacks.Callback):
     """Stop at the first non-finite training loss and remember where it happened.
 
@@ -276,7 +332,7 @@ def _write_atomic(path, text):
 
 
 def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto",
-          time_limit=None, precision=None, test=None):
+          time_limit=None, precision=None, test=None, from_zoo=False):
     """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate the result.
 
     Args:
@@ -297,6 +353,9 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
             there to choose between settings, which must not be done on the test split, so its
             ``metrics`` give ``validation_accuracy`` and ``validation_loss`` and a ``None`` test
             accuracy and loss. ``test=True`` evaluates it on both.
+        from_zoo: continue the published weights of the zoo entry ``config`` names from the
+            epoch its card ends at, with a fresh optimizer (see :func:`warm_start_from_zoo`);
+            the run folder must be new. A run stopped by ``time_limit`` then goes on with ``resume``.
 
     Returns ``(model, metrics)``; ``metrics`` is also written to ``out_dir/metrics.json``.
     """
@@ -305,6 +364,11 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir, precision=precision)
     run = Path(out_dir or Path("runs") / config.name)
     checkpoints = run / "checkpoints"
+    splits = None
+    if from_zoo:
+        splits = load_splits(config)  # the data must be there before a run folder is made
+        warm_start_from_zoo(config, run)
+        resume = True
     done, checkpoint = latest_checkpoint(checkpoints)
     if checkpoint is not None and not resume:
         raise TrainingError(f"run folder {run} already holds a checkpoint after epoch {done}: pass --resume "
@@ -316,7 +380,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         if previous.training.precision != config.training.precision:  # the checkpoint keeps its own policy
             raise TrainingError(f"cannot resume {run} in {config.training.precision}: its checkpoint was trained in "
                                 f"{previous.training.precision}")
-    splits = load_splits(config)  # fails early, with a clear message, if the data is missing
+    splits = splits or load_splits(config)  # fails early, with a clear message, if the data is missing
     run.mkdir(parents=True, exist_ok=True)
     _write_atomic(run / "config.toml", config.to_toml())
 
@@ -380,6 +444,8 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         "versions": versions(),
         "distribute": distribute or None,
     }
+    if (run / WARM_STARTS_FILE).is_file():
+        metrics["warm_starts"] = json.loads((run / WARM_STARTS_FILE).read_text())
     if done:  # the run this one continued keeps its metrics, for the card's account of all of them
         archive_metrics(run)
     _write_atomic(run / METRICS_FILE, json.dumps(metrics, indent=2))

@@ -282,5 +282,7 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
         card["test_accuracy_at_training"] = metrics["test_accuracy"]
     if weights_dtype != "float32":
         card["test_accuracy_float32"] = reference["accuracy"]
+    if metrics.get("warm_starts"):  # continued from published weights: where Adam started afresh
+        card["warm_starts"] = metrics["warm_starts"]
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return dest

@@ -10,7 +10,7 @@ import capszoo
 from capszoo import config as config_module
 from capszoo import zoo
 from capszoo.cli import main
-from capszoo.training import train
+from capszoo.training import TrainingError, learning_rate, train, warm_start_from_zoo
 
 
 def test_list_models_names_patterns_and_frame():
@@ -286,3 +286,46 @@ def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
     assert "test accuracy on the 359 held-out scikit-learn digits" in printed and "accuracy" in printed
     assert f"verified), trained {zoo.trained_how(zoo.read_card('ara-digits'))}\n" in printed
     assert out.stat().st_size > 10_000 and Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_continuing_a_published_entry_goes_on_from_its_card_with_a_fresh_optimizer(private_zoo):
+    tmp_path = private_zoo[0]
+    with pytest.raises(TrainingError, match="already been trained for 2 of 2 epochs: nothing to continue"):
+        train("tiny-digits", out_dir=tmp_path / "refused", from_zoo=True, verbose=0)
+    assert not (tmp_path / "refused").exists()
+    _, first = train("tiny-digits", out_dir=tmp_path / "short", time_limit=1e-3, verbose=0)  # 1 of its 2 epochs
+    card = json.loads((zoo.publish(tmp_path / "short") / "card.json").read_text())
+    published = capszoo.load("tiny-digits", compile=False).get_weights()
+    # What the continuation starts from: the published weights, and an optimizer that has taken no step.
+    config = config_module.load_config("tiny-digits")
+    assert warm_start_from_zoo(config, tmp_path / "seed") == 1
+    seeded = keras.saving.load_model(tmp_path / "seed" / "checkpoints" / "epoch-0001.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(seeded.get_weights(), published, strict=True))
+    assert int(keras.ops.convert_to_numpy(seeded.optimizer.iterations)) == 0
+    with pytest.raises(TrainingError, match="already holds a run: continue it with --resume"):
+        warm_start_from_zoo(config, tmp_path / "seed")
+
+    run = tmp_path / "continued"
+    _, metrics = train("tiny-digits", out_dir=run, from_zoo=True, verbose=0)
+    assert (metrics["resumed_from_epoch"], metrics["epochs_this_run"], metrics["epochs"]) == (1, 1, 2)
+    assert metrics["warm_starts"] == [{"epoch": 1, "weights_sha256": card["weights_sha256"],
+                                       "optimizer": "fresh: the published weights carry no optimizer state"}]
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 2 and history[1].split(",")[0] == "1"  # epoch 1 only, the schedule's second epoch
+    lr = dict(zip(history[0].split(","), history[1].split(","), strict=True))["learning_rate"]
+    assert float(lr) == pytest.approx(learning_rate(config, 1))
+    again = json.loads((zoo.publish(run) / "card.json").read_text())
+    assert [part["epochs"] for part in again["training_runs"]] == [[0, 1], [1, 2]] and again["epochs"] == 2
+    assert again["training_runs"][0]["wall_time_s"] == first["wall_time_s"]  # the published run's, from its card
+    assert again["warm_starts"] == metrics["warm_starts"] and "wall_time_epochs" not in again
+
+
+def test_continuing_an_untrained_entry_says_how_to_train_it(private_zoo, capsys):
+    tmp_path = private_zoo[0]
+    shutil.rmtree(tmp_path / "saved_models" / "tiny-digits")
+    with pytest.raises(TrainingError, match="no published weights to continue: train it with `capszoo train"):
+        train("tiny-digits", out_dir=tmp_path / "none", from_zoo=True, verbose=0)
+    assert main(["train", "tiny-digits", "--from-zoo", "--out", str(tmp_path / "none"), "--verbose", "0"]) == 2
+    assert capsys.readouterr().err.strip() == ("capszoo train: error: zoo entry 'tiny-digits' has no published "
+                                               "weights to continue: train it with `capszoo train tiny-digits`")
+    assert not (tmp_path / "none" / "checkpoints").exists()
