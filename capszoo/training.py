@@ -217,10 +217,14 @@ def warm_start_from_zoo(config: Config, run):
     model.optimizer.build(model.trainable_variables)  # a fresh Adam: zero moments, no step taken
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     model.save(run / "checkpoints" / f"epoch-{done:04d}.keras")
-    for part in card.get("training_runs") or [card]:
+    parts = card.get("training_runs") or [card]
+    for i, part in enumerate(parts):
         first, last = part.get("epochs", [card.get("resumed_from_epoch", 0), done])
         earlier = {"name": name, "epochs": last, "resumed_from_epoch": first,
-                   **{k: part[k] for k in ("wall_time_s", "images_per_s", "hardware", "versions") if k in part}}
+                   **{k: part[k] for k in ("wall_time_s", "images_per_s", "hardware", "versions") if k in part},
+                   # cards before per-run pipelines name only the last run's
+                   "data_pipeline": part.get("data_pipeline") or (card.get("data_pipeline") if i == len(parts) - 1
+                                                                  else None)}
         _write_atomic(run / EARLIER_METRICS.format(last), json.dumps(earlier, indent=2))
     starts = [*card.get("warm_starts", []),
               {"epoch": done, "weights_sha256": card["weights_sha256"],

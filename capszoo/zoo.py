@@ -177,7 +177,8 @@ def _training_time(runs, metrics):
     resumed), their total wall time and throughput, and the epochs that total covers when a run
     killed before it wrote metrics left a gap."""
     parts = [{"epochs": [int(m.get("resumed_from_epoch", 0)), int(m["epochs"])],
-              **{k: m.get(k) for k in ("wall_time_s", "images_per_s", "hardware", "versions")}} for m in runs]
+              **{k: m.get(k) for k in ("wall_time_s", "images_per_s", "hardware", "versions", "data_pipeline")}}
+             for m in runs]
     wall = sum(part["wall_time_s"] for part in parts)
     covered = sum(last - first for first, last in (part["epochs"] for part in parts))
     account = {"wall_time_s": round(wall, 1),

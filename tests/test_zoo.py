@@ -317,6 +317,8 @@ def test_continuing_a_published_entry_goes_on_from_its_card_with_a_fresh_optimiz
     again = json.loads((zoo.publish(run) / "card.json").read_text())
     assert [part["epochs"] for part in again["training_runs"]] == [[0, 1], [1, 2]] and again["epochs"] == 2
     assert again["training_runs"][0]["wall_time_s"] == first["wall_time_s"]  # the published run's, from its card
+    assert [part["data_pipeline"] for part in again["training_runs"]] == [card["data_pipeline"],
+                                                                           metrics["data_pipeline"]]
     assert again["warm_starts"] == metrics["warm_starts"] and "wall_time_epochs" not in again
 
 
