@@ -384,7 +384,8 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         if previous.training.precision != config.training.precision:  # the checkpoint keeps its own policy
             raise TrainingError(f"cannot resume {run} in {config.training.precision}: its checkpoint was trained in "
                                 f"{previous.training.precision}")
-    splits = splits or load_splits(config)  # fails early, with a clear message, if the data is missing
+    if splits is None:
+        splits = load_splits(config)  # fails early, with a clear message, if the data is missing
     run.mkdir(parents=True, exist_ok=True)
     _write_atomic(run / "config.toml", config.to_toml())
 

@@ -3,6 +3,8 @@
 #
 #   bash tools/device_train.sh start SECONDS NAME [NAME...]   launch, detached, and return at once
 #   bash tools/device_train.sh collect NAME [NAME...]         wait for those runs, pack them into $OUT
+#   TRAIN_ARGS=--from-zoo bash tools/device_train.sh start ...  more `capszoo train` options for every run
+#     (--from-zoo continues a published entry: carry its saved_models/NAME/model.weights.h5, below)
 #
 # Run from the repository root on that machine, with beside it (carried, git-ignored):
 #   .whl/                  keras, optree and namex wheels for its Python (README, "Training on a GPU")
@@ -19,7 +21,8 @@
 # - The tree that travels is limited to 64 MiB and saved_models/ is larger. Before the calls:
 #   `git rm -r -q --cached saved_models/*/model.weights.h5` and add the line
 #   `/saved_models/*/model.weights.h5` to .git/info/exclude; afterwards remove that line and
-#   `git reset -q -- saved_models`. Commit nothing in between.
+#   `git reset -q -- saved_models`. Commit nothing in between. To continue an entry with
+#   TRAIN_ARGS=--from-zoo, name its saved_models/NAME/model.weights.h5 in the run tool's `carry`.
 # - The machine is given back 30 s after a call ends, and detached runs die with it: have the
 #   next call ready before the previous one returns.
 # - Five runs at once kept CIFAR-10 epochs at 8-17 s; nine made them 50 s (the first, compiling,
@@ -57,7 +60,8 @@ start)
         name=${name%%=*}
         # The run is over when NAME.rc exists (its exit status).
         setsid nohup bash -c "timeout $((${limit%.*} + 300)) python3 -m capszoo train $config --out $runs/zoo-$name \
-            --time-limit $limit --verbose 2 >$runs/$name.log 2>&1; echo \$? >$runs/$name.rc" >/dev/null 2>&1 &
+            --time-limit $limit --verbose 2 ${TRAIN_ARGS:-} >$runs/$name.log 2>&1; echo \$? >$runs/$name.rc" \
+            >/dev/null 2>&1 &
         echo "started $name (time limit ${limit} s)"
     done
     ;;
