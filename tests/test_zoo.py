@@ -304,6 +304,14 @@ def test_continuing_a_published_entry_goes_on_from_its_card_with_a_fresh_optimiz
     assert int(keras.ops.convert_to_numpy(seeded.optimizer.iterations)) == 0
     with pytest.raises(TrainingError, match="already holds a run: continue it with --resume"):
         warm_start_from_zoo(config, tmp_path / "seed")
+    # A card from before per-run pipelines names only its last run's, which the seeded metrics then take.
+    card_path = tmp_path / "saved_models" / "tiny-digits" / "card.json"
+    older = {**card, "data_pipeline": "numpy", "training_runs": [
+        {k: v for k, v in part.items() if k != "data_pipeline"} for part in card["training_runs"]]}
+    card_path.write_text(json.dumps(older))
+    warm_start_from_zoo(config, tmp_path / "seed-older")
+    assert json.loads((tmp_path / "seed-older" / "metrics-epoch-0001.json").read_text())["data_pipeline"] == "numpy"
+    card_path.write_text(json.dumps(card))
 
     run = tmp_path / "continued"
     _, metrics = train("tiny-digits", out_dir=run, from_zoo=True, verbose=0)
