@@ -11,6 +11,8 @@ from capszoo.config import load_config, zoo_names
 
 METRICS_FILE = "metrics.json"
 EARLIER_METRICS = "metrics-epoch-{:04d}.json"  # a resumed run's predecessor, by the epochs it ended at
+# What a model card keeps of each run behind its weights (``training_runs``), besides its epochs.
+RUN_ACCOUNT = ("wall_time_s", "images_per_s", "hardware", "versions", "data_pipeline")
 
 
 def archive_metrics(run):

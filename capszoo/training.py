@@ -35,7 +35,7 @@ from capszoo.config import Config, load_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet
 from capszoo.ops import MarginLoss
-from capszoo.runs import EARLIER_METRICS, METRICS_FILE, archive_metrics
+from capszoo.runs import EARLIER_METRICS, METRICS_FILE, RUN_ACCOUNT, archive_metrics
 
 CHECKPOINT_PATTERN = re.compile(r"epoch-(\d{4,})\.keras$")
 WARM_STARTS_FILE = "warm_starts.json"
@@ -199,11 +199,7 @@ def warm_start_from_zoo(config: Config, run):
     if card is None:
         raise TrainingError(f"zoo entry {name!r} has no published weights to continue: train it with "
                             f"`capszoo train {name}`")
-    entry = load_config(name)
-    if card.get("config_sha256") != entry.sha256():
-        raise TrainingError(f"the published weights of {name!r} were trained with another version of its config; "
-                            "they cannot be continued with this one")
-    if config.model != entry.model:
+    if config.model != load_config(name).model:
         raise TrainingError(f"cannot continue {name!r} with another model configuration")
     done = int(card["epochs"])
     if done >= config.training.epochs:
@@ -213,18 +209,17 @@ def warm_start_from_zoo(config: Config, run):
         raise TrainingError(f"run folder {run} already holds a run: continue it with --resume, or choose "
                             "another --out")
     model = build_model(config, precision=config.training.precision)
-    model.set_weights(zoo.load(name, compile=False).get_weights())  # sha256-checked against the card
+    # zoo.load checks the card against the entry's config and the file against the card's sha256
+    model.set_weights(zoo.load(name, compile=False).get_weights())
     model.optimizer.build(model.trainable_variables)  # a fresh Adam: zero moments, no step taken
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     model.save(run / "checkpoints" / f"epoch-{done:04d}.keras")
     parts = card.get("training_runs") or [card]
     for i, part in enumerate(parts):
         first, last = part.get("epochs", [card.get("resumed_from_epoch", 0), done])
-        earlier = {"name": name, "epochs": last, "resumed_from_epoch": first,
-                   **{k: part[k] for k in ("wall_time_s", "images_per_s", "hardware", "versions") if k in part},
-                   # cards before per-run pipelines name only the last run's
-                   "data_pipeline": part.get("data_pipeline") or (card.get("data_pipeline") if i == len(parts) - 1
-                                                                  else None)}
+        earlier = {"name": name, "epochs": last, "resumed_from_epoch": first, **{k: part.get(k) for k in RUN_ACCOUNT}}
+        if earlier["data_pipeline"] is None and i == len(parts) - 1:  # cards before per-run pipelines name
+            earlier["data_pipeline"] = card.get("data_pipeline")      # only the last run's
         _write_atomic(run / EARLIER_METRICS.format(last), json.dumps(earlier, indent=2))
     starts = [*card.get("warm_starts", []),
               {"epoch": done, "weights_sha256": card["weights_sha256"],

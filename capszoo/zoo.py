@@ -176,8 +176,9 @@ def _training_time(runs, metrics):
     """The card's account of training time: all runs behind the weights (a run and the ones it
     resumed), their total wall time and throughput, and the epochs that total covers when a run
     killed before it wrote metrics left a gap."""
-    parts = [{"epochs": [int(m.get("resumed_from_epoch", 0)), int(m["epochs"])],
-              **{k: m.get(k) for k in ("wall_time_s", "images_per_s", "hardware", "versions", "data_pipeline")}}
+    from capszoo.runs import RUN_ACCOUNT
+
+    parts = [{"epochs": [int(m.get("resumed_from_epoch", 0)), int(m["epochs"])], **{k: m.get(k) for k in RUN_ACCOUNT}}
              for m in runs]
     wall = sum(part["wall_time_s"] for part in parts)
     covered = sum(last - first for first, last in (part["epochs"] for part in parts))
