@@ -87,7 +87,7 @@ def cmd_card(args):
     card = zoo.read_card(args.name)
     if card is None:
         raise ValueError(f"zoo entry {args.name!r} is not trained yet: train it with `capszoo train {args.name}`")
-    print(json.dumps({k: v for k, v in card.items() if not k.startswith("_")}, indent=2))
+    print(json.dumps({k: v for k, v in card.items() if not k.startswith("_")}, indent=2, ensure_ascii=False))
     return 0
 
 

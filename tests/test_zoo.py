@@ -277,6 +277,14 @@ def test_cli_list_card_and_eval_by_name(private_zoo, capsys):
     assert main(["card", "nope"]) == 2
 
 
+def test_cli_card_prints_the_card_readably(capsys):
+    """`capszoo card` prints the bundled card with its text readable (λ, not the file's \\u03bb)."""
+    assert main(["card", "ara-digits"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == {k: v for k, v in zoo.read_card("ara-digits").items() if not k.startswith("_")}
+    assert "λ = 3" in out and "\\u03bb" not in out
+
+
 def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
     if zoo.read_card("ara-digits") is None:
         pytest.fail("saved_models/ara-digits is not published: the README's demo needs it")
