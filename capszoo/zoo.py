@@ -23,6 +23,7 @@ from pathlib import Path
 from capszoo.config import load_config, zoo_names
 from capszoo.data import sha256_file
 from capszoo.routing.base import routing_parameters
+from capszoo.runs import RUN_ACCOUNT, check_weights_dtype, load_weights_checked, save_weights, training_runs
 
 ENV_WEIGHTS_DIR = "CAPSZOO_WEIGHTS_DIR"
 WEIGHTS_FILE = "model.weights.h5"
@@ -146,7 +147,6 @@ def load(name, weights="zoo", compile=True):
         compile: compile with the entry's training recipe (margin loss, Adam), for fine-tuning
             and ``evaluate``.
     """
-    from capszoo.runs import load_weights_checked
     from capszoo.training import build_model, compile_model
 
     if Path(str(name)).suffix == ".toml":
@@ -176,8 +176,6 @@ def _training_time(runs, metrics):
     """The card's account of training time: all runs behind the weights (a run and the ones it
     resumed), their total wall time and throughput, and the epochs that total covers when a run
     killed before it wrote metrics left a gap."""
-    from capszoo.runs import RUN_ACCOUNT
-
     parts = [{"epochs": [int(m.get("resumed_from_epoch", 0)), int(m["epochs"])], **{k: m.get(k) for k in RUN_ACCOUNT}}
              for m in runs]
     wall = sum(part["wall_time_s"] for part in parts)
@@ -235,7 +233,6 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     if entry.sha256() != config.sha256():
         raise ValueError(f"run {run_dir} did not train zoo entry {name!r}'s recipe (config hashes differ; "
                          f"was it trained with --epochs or other overrides?)")
-    from capszoo.runs import check_weights_dtype, load_weights_checked, save_weights, training_runs
     from capszoo.training import build_model, evaluate, hardware, versions
 
     check_weights_dtype(weights_dtype)  # before anything is written
