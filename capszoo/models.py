@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from capszoo.config import PAPER_HIDDEN_CAPSULES, ModelConfig
 from capszoo.layers import CapsuleDecoder, CapsuleLayer, Length, Mask, PrimaryCapsule
+
+
+def _dtype_message(owner, dtype):
+    return (f"{owner} expects float images scaled to [0, 1], got dtype {dtype}; "
+            "convert with images.astype('float32') / 255")
+
+
+def check_image_values(images, owner="capsnet"):
+    """``images`` as a NumPy array, or a ValueError naming the problem: not float, NaN/inf, or
+    values outside [0, 1] (e.g. 8-bit pixels not divided by 255), which would otherwise give
+    NaN or silently wrong class scores. ``owner`` (a model name) starts the message."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(_dtype_message(owner, images.dtype))
+    if images.size:
+        low, high = images.min(), images.max()  # NaN propagates through both; no temporary array
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{owner}: images contain NaN or inf values")
+        if low < 0 or high > 1:
+            raise ValueError(f"{owner}: images must be scaled to [0, 1], got values in [{low:g}, {high:g}]; "
+                             "divide 8-bit pixels by 255")
+    return images
 
 
 @keras.saving.register_keras_serializable(package="capszoo")
@@ -22,6 +45,11 @@ class CapsNet(keras.Model):
     decoder reconstructs from the capsule of the label when the input is
     ``{"images": x, "labels": y}`` (training, as in Sabour et al.), otherwise from the longest
     capsule.
+
+    Images given as arrays (to ``fit``, ``evaluate``, ``predict``, ``validation_data``, or a
+    call on a NumPy array) are checked first: float, finite, in [0, 1]
+    (:func:`check_image_values`). Datasets and generators stream past unchecked; the shape and
+    dtype are checked for every input.
 
     ``dtype`` (a Keras dtype policy, e.g. ``"mixed_bfloat16"``) applies to the two convolutions
     only: the squash, routing, lengths and decoder always compute in float32, where bfloat16's
@@ -83,9 +111,33 @@ class CapsNet(keras.Model):
             raise ValueError(f"{self.name} expects images of shape (batch, {', '.join(map(str, expected))}), "
                              f"got {tuple(images.shape)}")
         if "float" not in str(images.dtype):
-            raise ValueError(f"{self.name} expects float images scaled to [0, 1], got dtype {images.dtype}; "
-                             "convert with images.astype('float32') / 255")
+            raise ValueError(_dtype_message(self.name, images.dtype))
         return images
+
+    def _check_values(self, x, tensors=True):
+        """Value checks for images given as arrays; ``tensors=False`` checks NumPy arrays only
+        (a tensor in ``__call__`` may be symbolic)."""
+        images = x.get("images") if isinstance(x, dict) else x
+        if isinstance(images, np.ndarray) or (tensors and ops.is_tensor(images)):
+            check_image_values(ops.convert_to_numpy(images), self.name)
+
+    def __call__(self, inputs, *args, **kwargs):
+        self._check_values(inputs, tensors=False)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self._check_values(x)
+        if isinstance(validation_data, (tuple, list)) and validation_data:
+            self._check_values(validation_data[0])
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_values(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_values(x)
+        return super().predict(x, *args, **kwargs)
 
     def capsules(self, images, return_routing_state=False):
         """The capsules of every layer: ``[primary, capsules_1, ..., class capsules]``.

@@ -33,7 +33,7 @@ import numpy as np
 
 from capszoo.config import Config, load_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
-from capszoo.models import CapsNet
+from capszoo.models import CapsNet, check_image_values
 from capszoo.ops import MarginLoss
 from capszoo.runs import EARLIER_METRICS, METRICS_FILE, RUN_ACCOUNT, archive_metrics
 
@@ -469,12 +469,6 @@ def evaluate(model, config, data_dir=None, split="test", splits=None):
 
 def predict_scores(model, images):
     """Class scores for float images in [0, 1]; rejects NaN/inf and out-of-range values."""
-    images = np.asarray(images)
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}; divide uint8 images by 255")
-    if not np.all(np.isfinite(images)):
-        raise ValueError("images contain NaN or inf values")
-    if images.size and (images.min() < 0 or images.max() > 1):
-        raise ValueError(f"images must be scaled to [0, 1], got values in [{images.min():g}, {images.max():g}]")
+    images = check_image_values(images, model.name)
     outputs = model.predict(images.astype("float32"), verbose=0)
     return np.asarray(outputs["class_scores"] if isinstance(outputs, dict) else outputs)

@@ -150,6 +150,49 @@ def test_wrong_image_shape_or_dtype_is_rejected(bad, message):
         tiny()(bad)
 
 
+def _with(value, dtype="float32"):
+    x = images(4).astype(dtype)
+    x[1, 3, 5, 0] = value
+    return x
+
+
+BAD_VALUES = [
+    (_with(np.nan), "tiny: images contain NaN or inf values"),
+    (_with(np.inf), "images contain NaN or inf values"),
+    (_with(-np.inf, "float16"), "images contain NaN or inf values"),
+    (images(4) * 255, r"images must be scaled to \[0, 1\], got values in \[[^,]+, [^]]+\]; divide 8-bit"),
+    (_with(-0.5), r"got values in \[-0\.5, "),
+    ((images(4) * 255).astype("uint8"), "tiny expects float images scaled to"),
+]
+ENTRY_POINTS = {
+    "call": lambda model, x, y: model(x),
+    "predict": lambda model, x, y: model.predict(x, verbose=0),
+    "predict_tensor": lambda model, x, y: model.predict(keras.ops.convert_to_tensor(x), verbose=0),
+    "evaluate": lambda model, x, y: model.evaluate(x, y, verbose=0),
+    "fit": lambda model, x, y: model.fit(x, y, epochs=1, verbose=0),
+    "fit_validation": lambda model, x, y: model.fit(images(4), y, validation_data=(x, y), epochs=1, verbose=0),
+    "predict_dict": lambda model, x, y: model.predict({"images": x}, verbose=0),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("bad, message", BAD_VALUES, ids=["nan", "inf", "-inf16", "255", "negative", "uint8"])
+def test_nan_or_unscaled_array_images_are_rejected_before_the_model_runs(entry, bad, message):
+    model = tiny(name="tiny")
+    model.compile(optimizer="adam", loss=MarginLoss())
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message):
+        ENTRY_POINTS[entry](model, bad, np.zeros(4, "int32"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_images_at_the_ends_of_the_unit_interval_are_accepted():
+    x = images(3)
+    x[0], x[1] = 0.0, 1.0
+    scores = to_numpy(tiny()(x))
+    assert scores.shape == (3, 3) and np.all(np.isfinite(scores))
+
+
 def test_config_round_trip_through_dict():
     config = ModelConfig(routing="dynamic", iterations=2, routing_options={"stop_gradient": True},
                          capsules=(32, 10), capsule_dims=(8, 16))
