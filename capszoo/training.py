@@ -33,7 +33,7 @@ import numpy as np
 
 from capszoo.config import Config, load_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
-from capszoo.models import CapsNet, check_image_values
+from capszoo.models import CapsNet
 from capszoo.ops import MarginLoss
 from capszoo.runs import EARLIER_METRICS, METRICS_FILE, RUN_ACCOUNT, archive_metrics
 
@@ -468,7 +468,10 @@ def evaluate(model, config, data_dir=None, split="test", splits=None):
 
 
 def predict_scores(model, images):
-    """Class scores for float images in [0, 1]; rejects NaN/inf and out-of-range values."""
-    images = check_image_values(images, model.name)
-    outputs = model.predict(images.astype("float32"), verbose=0)
+    """Class scores for float images in [0, 1]. ``CapsNet.predict`` refuses integer dtypes, NaN/inf
+    and values outside [0, 1]; other float dtypes are cast to float32 first."""
+    images = np.asarray(images)
+    if np.issubdtype(images.dtype, np.floating):
+        images = images.astype("float32", copy=False)
+    outputs = model.predict(images, verbose=0)
     return np.asarray(outputs["class_scores"] if isinstance(outputs, dict) else outputs)

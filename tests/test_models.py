@@ -164,6 +164,12 @@ BAD_VALUES = [
     (_with(-0.5), r"got values in \[-0\.5, "),
     ((images(4) * 255).astype("uint8"), "tiny expects float images scaled to"),
 ]
+def _predict_scores(model, x, y):
+    from capszoo.training import predict_scores  # behind `capszoo predict`
+
+    return predict_scores(model, x)
+
+
 ENTRY_POINTS = {
     "call": lambda model, x, y: model(x),
     "predict": lambda model, x, y: model.predict(x, verbose=0),
@@ -172,6 +178,7 @@ ENTRY_POINTS = {
     "fit": lambda model, x, y: model.fit(x, y, epochs=1, verbose=0),
     "fit_validation": lambda model, x, y: model.fit(images(4), y, validation_data=(x, y), epochs=1, verbose=0),
     "predict_dict": lambda model, x, y: model.predict({"images": x}, verbose=0),
+    "predict_scores": _predict_scores,
 }
 
 
@@ -184,6 +191,16 @@ def test_nan_or_unscaled_array_images_are_rejected_before_the_model_runs(entry, 
     with pytest.raises(ValueError, match=message):
         ENTRY_POINTS[entry](model, bad, np.zeros(4, "int32"))
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_predict_scores_accepts_float64_and_float16_images_as_float32():
+    model, x = tiny(), images(3)
+    x[0], x[1] = 0.0, 1.0
+    for dtype in ("float64", "float16"):
+        cast = x.astype(dtype)
+        got = _predict_scores(model, cast, None)
+        assert got.dtype == np.float32 and got.shape == (3, 3)
+        np.testing.assert_allclose(got, to_numpy(model.predict(cast.astype("float32"), verbose=0)), rtol=1e-6)
 
 
 def test_images_at_the_ends_of_the_unit_interval_are_accepted():
