@@ -164,6 +164,8 @@ BAD_VALUES = [
     (_with(-0.5), r"got values in \[-0\.5, "),
     ((images(4) * 255).astype("uint8"), "tiny expects float images scaled to"),
 ]
+
+
 def _predict_scores(model, x, y):
     from capszoo.training import predict_scores  # behind `capszoo predict`
 
