@@ -33,7 +33,7 @@ import numpy as np
 
 from capszoo.config import Config, load_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
-from capszoo.models import CapsNet
+from capszoo.models import CapsNet, check_image_values
 from capszoo.ops import MarginLoss
 from capszoo.runs import EARLIER_METRICS, METRICS_FILE, RUN_ACCOUNT, archive_metrics
 
@@ -471,7 +471,12 @@ def predict_scores(model, images):
     """Class scores for float images in [0, 1]. ``CapsNet.predict`` refuses integer dtypes, NaN/inf
     and values outside [0, 1]; other float dtypes are cast to float32 first."""
     images = np.asarray(images)
-    if np.issubdtype(images.dtype, np.floating):
-        images = images.astype("float32", copy=False)
+    if np.issubdtype(images.dtype, np.floating) and images.dtype != np.float32:
+        try:
+            with np.errstate(over="raise"):  # only finite values past float32's range raise here
+                images = images.astype("float32")
+        except FloatingPointError:
+            check_image_values(images, model.name)  # raises: such values are outside [0, 1]
+            raise
     outputs = model.predict(images, verbose=0)
     return np.asarray(outputs["class_scores"] if isinstance(outputs, dict) else outputs)

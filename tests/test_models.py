@@ -205,6 +205,12 @@ def test_predict_scores_accepts_float64_and_float16_images_as_float32():
         np.testing.assert_allclose(got, to_numpy(model.predict(cast.astype("float32"), verbose=0)), rtol=1e-6)
 
 
+def test_predict_scores_names_the_range_of_float64_pixels_beyond_float32():
+    x = _with(1e300, "float64")
+    with pytest.raises(ValueError, match=r"tiny: images must be scaled to \[0, 1\], got values in \[[^,]+, 1e\+300\]"):
+        _predict_scores(tiny(name="tiny"), x, None)
+
+
 def test_images_at_the_ends_of_the_unit_interval_are_accepted():
     x = images(3)
     x[0], x[1] = 0.0, 1.0
