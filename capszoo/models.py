@@ -47,9 +47,9 @@ class CapsNet(keras.Model):
     capsule.
 
     Images given as arrays (to ``fit``, ``evaluate``, ``predict``, ``validation_data``, or a
-    call on a NumPy array) are checked first: float, finite, in [0, 1]
-    (:func:`check_image_values`). Datasets and generators stream past unchecked; the shape and
-    dtype are checked for every input.
+    call on a NumPy array) are checked first: shape, float, finite, in [0, 1]
+    (:func:`check_image_values`), and not empty except in a call. Datasets and generators stream
+    past the value checks; the shape and dtype are checked for every input.
 
     ``dtype`` (a Keras dtype policy, e.g. ``"mixed_bfloat16"``) applies to the two convolutions
     only: the squash, routing, lengths and decoder always compute in float32, where bfloat16's
@@ -99,30 +99,40 @@ class CapsNet(keras.Model):
             self.decoder.build((None, shape[1] * shape[2]))
         self.built = True
 
-    def _check_images(self, images):
-        images = ops.convert_to_tensor(images)
+    def _check_shape(self, shape, dtype):
         expected = self.model_config.input_shape
-        if len(images.shape) != 4:
+        if len(shape) != 4:
             raise ValueError(
                 f"{self.name} expects images of shape (batch, {', '.join(map(str, expected))}), "
-                f"got a rank-{len(images.shape)} input of shape {tuple(images.shape)}"
+                f"got a rank-{len(shape)} input of shape {tuple(shape)}"
             )
-        if any(got is not None and got != want for got, want in zip(images.shape[1:], expected, strict=True)):
+        if any(got is not None and got != want for got, want in zip(shape[1:], expected, strict=True)):
             raise ValueError(f"{self.name} expects images of shape (batch, {', '.join(map(str, expected))}), "
-                             f"got {tuple(images.shape)}")
-        if "float" not in str(images.dtype):
-            raise ValueError(_dtype_message(self.name, images.dtype))
+                             f"got {tuple(shape)}")
+        if "float" not in str(dtype):
+            raise ValueError(_dtype_message(self.name, dtype))
+
+    def _check_images(self, images):
+        images = ops.convert_to_tensor(images)
+        self._check_shape(images.shape, images.dtype)
         return images
 
-    def _check_values(self, x, tensors=True):
-        """Value checks for images given as arrays; ``tensors=False`` checks NumPy arrays only
-        (a tensor in ``__call__`` may be symbolic)."""
+    def _check_values(self, x, tensors=True, empty_ok=False):
+        """Checks of images given as arrays, before Keras sees them: shape and dtype (``call``
+        checks them again, but a trace that Keras relaxed to unknown sizes after a first batch
+        would let a wrong shape through to a deep error), then the values. ``tensors=False``
+        checks NumPy arrays only (a tensor in ``__call__`` may be symbolic); an empty array is an
+        error unless ``empty_ok`` (Keras' loops fail on one or silently do nothing)."""
         images = x.get("images") if isinstance(x, dict) else x
         if isinstance(images, np.ndarray) or (tensors and ops.is_tensor(images)):
-            check_image_values(ops.convert_to_numpy(images), self.name)
+            images = ops.convert_to_numpy(images)
+            self._check_shape(images.shape, images.dtype)
+            if not (empty_ok or len(images)):
+                raise ValueError(f"{self.name}: got no images (an empty array of shape {images.shape})")
+            check_image_values(images, self.name)
 
     def __call__(self, inputs, *args, **kwargs):
-        self._check_values(inputs, tensors=False)
+        self._check_values(inputs, tensors=False, empty_ok=True)
         return super().__call__(inputs, *args, **kwargs)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):

@@ -195,6 +195,39 @@ def test_nan_or_unscaled_array_images_are_rejected_before_the_model_runs(entry, 
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
+WRONG_SHAPES = [
+    (np.zeros((4, 14, 14, 1), "float32"), r"tiny expects images of shape \(batch, 12, 12, 1\), got \(4, 14, 14, 1\)"),
+    (np.zeros((4, 12, 12, 3), "float32"), r"got \(4, 12, 12, 3\)"),
+    (np.zeros((12, 12, 1), "float32"), r"got a rank-3 input of shape \(12, 12, 1\)"),
+]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_wrong_image_shapes_are_rejected_by_every_entry_point_after_a_good_batch(entry):
+    # After a first batch Keras may retrace with unknown sizes (TensorFlow), so the check in
+    # `call` alone let a wrong size through to an error deep in the convolution.
+    model = tiny(name="tiny")
+    model.compile(optimizer="adam", loss=MarginLoss())
+    ENTRY_POINTS[entry](model, images(4), np.zeros(4, "int32"))
+    before = [w.copy() for w in model.get_weights()]
+    for bad, message in WRONG_SHAPES:
+        with pytest.raises(ValueError, match=message):
+            ENTRY_POINTS[entry](model, bad, np.zeros(4, "int32"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+@pytest.mark.parametrize("entry", sorted(set(ENTRY_POINTS) - {"call"}))
+def test_empty_image_arrays_are_rejected_by_the_keras_loops(entry):
+    model = tiny(name="tiny")
+    model.compile(optimizer="adam", loss=MarginLoss())
+    with pytest.raises(ValueError, match=r"tiny: got no images \(an empty array of shape \(0, 12, 12, 1\)\)"):
+        ENTRY_POINTS[entry](model, images(0), np.zeros(0, "int32"))
+
+
+def test_a_call_on_an_empty_batch_returns_no_scores():
+    assert to_numpy(tiny()(images(0))).shape == (0, 3)
+
+
 def test_predict_scores_accepts_float64_and_float16_images_as_float32():
     model, x = tiny(), images(3)
     x[0], x[1] = 0.0, 1.0
