@@ -79,9 +79,18 @@ def trained_how(card):
     return f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
 
 
+def _check_flags(function, **flags):
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{function}: {flag} must be True or False, got {value!r}")
+
+
 def list_models(pattern="*", trained_only=False, as_frame=False):
     """Zoo entry names matching a shell ``pattern`` (``"ara*"``), or a pandas DataFrame with their
     dataset, depth, routing, λ, iterations, params, trained flag and measured test accuracy."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"capszoo.list_models: pattern must be a shell pattern such as 'ara*', got {pattern!r}")
+    _check_flags("capszoo.list_models", trained_only=trained_only, as_frame=as_frame)
     names = [n for n in zoo_names() if fnmatch.fnmatch(n, pattern)]
     cards = {n: read_card(n) for n in names}
     if trained_only:
@@ -149,7 +158,13 @@ def load(name, weights="zoo", compile=True):
     """
     from capszoo.training import build_model, compile_model
 
-    if Path(str(name)).suffix == ".toml":
+    if not isinstance(name, str):
+        raise TypeError(f"capszoo.load: name must be a zoo entry name such as 'ara-digits', got {name!r}")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"capszoo.load: weights must be 'zoo', None, or a path or URL of a .weights.h5 file, "
+                        f"got {weights!r}")
+    _check_flags("capszoo.load", compile=compile)
+    if Path(name).suffix == ".toml":
         raise ValueError("capszoo.load takes a zoo entry name; for a config file use capszoo.training.build_model")
     config = load_config(name)
     model = build_model(config, compile=False)  # weights first, then compile: no optimizer-state warnings

@@ -87,6 +87,19 @@ def test_unknown_and_untrained_entries(monkeypatch, tmp_path):
     assert capszoo.load("dra-mnist", weights=None).count_params() == 6_804_224
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda: capszoo.load(3), "capszoo.load: name must be a zoo entry name such as 'ara-digits', got 3"),
+    (lambda: capszoo.load("ara-digits", weights=3), r"weights must be 'zoo', None, or a path or URL .* got 3"),
+    (lambda: capszoo.load("ara-digits", compile="yes"), "capszoo.load: compile must be True or False, got 'yes'"),
+    (lambda: capszoo.list_models(pattern=3), "pattern must be a shell pattern such as 'ara\\*', got 3"),
+    (lambda: capszoo.list_models(trained_only="no"), "capszoo.list_models: trained_only must be True or False"),
+    (lambda: capszoo.list_models(as_frame=1), "capszoo.list_models: as_frame must be True or False, got 1"),
+], ids=["name", "weights", "compile", "pattern", "trained_only", "as_frame"])
+def test_load_and_list_models_name_arguments_of_the_wrong_type(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
 @pytest.fixture
 def private_zoo(tmp_path, monkeypatch, tiny_config_path):
     """A zoo whose only entry is the tiny digits config, trained for one epoch and published."""
