@@ -173,6 +173,24 @@ def decode_jpeg_array(buffer, offsets):
     ])
 
 
+TFDS_PROBE_HOST = "storage.googleapis.com"  # tensorflow-datasets' own bucket
+
+
+def _network_reachable(host=TFDS_PROBE_HOST):
+    """False when ``host`` does not resolve and no proxy is configured. Offline,
+    tensorflow-datasets retries every download for minutes before it fails."""
+    import socket
+    import urllib.request
+
+    if urllib.request.getproxies():  # a proxy may reach what this machine's DNS cannot
+        return True
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def _load_tfds(name):
     import tensorflow_datasets as tfds
 
@@ -180,16 +198,28 @@ def _load_tfds(name):
         batches = list(tfds.as_numpy(ds.batch(4096)))
         return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
 
+    offline_hint = (f"Without network, point --data-dir or {ENV_DATA_DIR} at a folder holding "
+                    f"{' or '.join(NPZ_FILES[name])}.")
+
     try:
-        train, test = tfds.load(name, split=["train", "test"], as_supervised=True)
+        try:  # already prepared in tensorflow-datasets' folder: no network needed
+            train, test = tfds.load(name, split=["train", "test"], as_supervised=True, download=False)
+        except Exception:
+            if not _network_reachable():
+                raise DataUnavailableError(
+                    f"dataset {name!r} could not be loaded with tensorflow-datasets: it is not prepared in "
+                    f"its folder and this machine has no network (cannot resolve {TFDS_PROBE_HOST}). "
+                    f"{offline_hint}") from None
+            train, test = tfds.load(name, split=["train", "test"], as_supervised=True)
         (x_train, y_train), (x_test, y_test) = to_arrays(train), to_arrays(test)
         version = str(tfds.builder(name).version)
-    except Exception as err:  # offline ConnectionError after retries, missing deps, ...
+    except DataUnavailableError:
+        raise
+    except Exception as err:  # a download that failed after its retries, missing deps, ...
         reason = str(err).splitlines()[0][:300] if str(err) else ""
         raise DataUnavailableError(
             f"dataset {name!r} could not be loaded with tensorflow-datasets ({type(err).__name__}: {reason}). "
-            f"Without network, point --data-dir or {ENV_DATA_DIR} at a folder holding "
-            f"{' or '.join(NPZ_FILES[name])}.") from None
+            f"{offline_hint}") from None
     return Arrays(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64),
                   {"kind": "tfds", "tfds_name": name, "version": version})
 

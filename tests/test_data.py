@@ -123,9 +123,56 @@ def test_tfds_failure_is_one_clear_error(monkeypatch):
         raise ConnectionError("Failed to establish a new connection")
 
     monkeypatch.setattr(tfds, "load", offline)
+    monkeypatch.setattr(data, "_network_reachable", lambda: True)  # the download itself fails
     monkeypatch.delenv("CAPSZOO_DATA_DIR", raising=False)
     with pytest.raises(DataUnavailableError, match="could not be loaded with tensorflow-datasets.*CAPSZOO_DATA_DIR"):
         load_arrays(config().data)
+
+
+@pytest.fixture
+def unprepared_tfds(monkeypatch):
+    """tfds.load as on a machine where the dataset is not prepared; records each call's
+    ``download`` and fails the download as offline."""
+    import tensorflow_datasets as tfds
+
+    calls = []
+
+    def load(*args, download=True, **kwargs):
+        calls.append(download)
+        if not download:
+            raise AssertionError("Dataset mnist: could not find data")
+        raise ConnectionError("Max retries exceeded")
+
+    monkeypatch.setattr(tfds, "load", load)
+    monkeypatch.delenv("CAPSZOO_DATA_DIR", raising=False)
+    return calls
+
+
+def test_tfds_without_network_fails_at_once_instead_of_retrying_downloads(monkeypatch, unprepared_tfds):
+    import socket
+    import urllib.request
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(urllib.request, "getproxies", dict)
+    message = (r"not prepared in its folder and this machine has no network \(cannot resolve storage\.googleapis\.com\)"
+               r"\. Without network, point --data-dir or CAPSZOO_DATA_DIR at a folder holding mnist\.npz")
+    with pytest.raises(DataUnavailableError, match=message):
+        load_arrays(config(source="tfds").data)
+    assert unprepared_tfds == [False]  # no download tried
+
+
+def test_tfds_behind_a_proxy_still_tries_to_download(monkeypatch, unprepared_tfds):
+    import socket
+    import urllib.request
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("no DNS probe behind a proxy"))
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://proxy:3128"})
+    with pytest.raises(DataUnavailableError, match=r"\(ConnectionError: Max retries exceeded\)"):
+        load_arrays(config(source="tfds").data)
+    assert unprepared_tfds == [False, True]
 
 
 def test_digits_split_is_fixed():
