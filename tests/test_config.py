@@ -99,8 +99,7 @@ def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says
         assert chosen.sha256() == published.sha256(), entry
 
 
-def test_the_fourth_loan_rule_returns_a_twin_only_above_the_published_member():
-    """choose_fourth_loan.py, fixed before its runs: the best member's twin if it beats fa-s1's 0.9242."""
+def _fourth_loan_rule():
     import importlib.util
     from pathlib import Path
 
@@ -108,7 +107,30 @@ def test_the_fourth_loan_rule_returns_a_twin_only_above_the_published_member():
     spec = importlib.util.spec_from_file_location("choose_fourth_loan", folder / "choose_fourth_loan.py")
     rule = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rule)
+    return rule
+
+
+def test_the_fourth_loan_rule_returns_a_twin_only_above_the_published_member():
+    """choose_fourth_loan.py, fixed before its runs: the best member's twin if it beats fa-s1's 0.9242."""
+    rule = _fourth_loan_rule()
     scores = {"fa-s1-l2": 0.9230, "fa-s1-l4": 0.9250, "fa-s1-d97": 0.9245, "fa-s1-d97-e80": 0.9100}
     assert rule.choose(scores) == "ta-s1-l4"
     assert rule.choose({**scores, "fa-s1-l4": 0.9242}) == "ta-s1-d97"  # a tie with fa-s1 does not beat it
     assert rule.choose({member: 0.9242 for member in rule.MEMBERS}) == "none"
+
+
+def test_the_fourth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_there(monkeypatch, capsys):
+    """fa-s1-d97 ran its 50 epochs on the CPU (final validation 0.9157): a loan does not run it again,
+    so the rule never reads a run of it, and its CPU score competes with the loan's members."""
+    rule = _fourth_loan_rule()
+    assert rule.FINISHED_ON_CPU == {"fa-s1-d97": 0.9157}
+    read = []
+
+    def loan_runs(run):
+        read.append(run.removeprefix(rule.RUNS))
+        return {"fa-s1-l2": 0.9200, "fa-s1-l4": 0.9150, "fa-s1-d97-e80": 0.9100}[read[-1]]
+
+    monkeypatch.setattr(rule, "final_val_accuracy", loan_runs)
+    rule.main()
+    assert sorted(read) == ["fa-s1-d97-e80", "fa-s1-l2", "fa-s1-l4"]
+    assert capsys.readouterr().out == "none\n"
