@@ -134,3 +134,9 @@ def test_the_fourth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_the
     rule.main()
     assert sorted(read) == ["fa-s1-d97-e80", "fa-s1-l2", "fa-s1-l4"]
     assert capsys.readouterr().out == "none\n"
+
+    # A CPU score is taken as measured even when it is falsy: it is never replaced by a loan's run.
+    monkeypatch.setattr(rule, "FINISHED_ON_CPU", {"fa-s1-d97": 0.0})
+    read.clear()
+    rule.main()
+    assert "fa-s1-d97" not in read

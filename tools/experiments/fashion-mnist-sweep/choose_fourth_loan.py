@@ -39,7 +39,10 @@ def choose(scores):
 
 
 def main():
-    scores = {member: FINISHED_ON_CPU.get(member) or final_val_accuracy(RUNS + member) for member in MEMBERS}
+    scores = {
+        member: FINISHED_ON_CPU[member] if member in FINISHED_ON_CPU else final_val_accuracy(RUNS + member)
+        for member in MEMBERS
+    }
     print(scores, file=sys.stderr)
     print(choose(scores))
 
