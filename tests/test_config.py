@@ -68,7 +68,7 @@ def test_overrides():
 
 
 def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says():
-    """tools/experiments/fashion-mnist-sweep/ (README): 50-epoch Fashion-MNIST variants, each holding
+    """tools/experiments/fashion-mnist-sweep/ (docs/zoo-training.md): 50-epoch Fashion-MNIST variants, each holding
     out a tenth of the training split, whose chosen member's recipe is the zoo entry's."""
     from pathlib import Path
 
@@ -91,7 +91,7 @@ def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says
     for name, config in twins.items():
         member = sweep["fa-" + name.removeprefix("ta-")]
         assert config.sha256() == member.replace(data={"validation_fraction": 0.0}).sha256(), name
-    # the members chosen on validation data (README) train the published recipes on the whole split
+    # the members chosen on validation data (docs/zoo-training.md) train the published recipes on the whole split
     for member, entry in (("fa-s1", "ara-fashion-mnist"), ("fd-s2-d97", "dra-fashion-mnist")):
         published = load_config(entry)
         chosen = sweep[member].replace(data={"validation_fraction": 0.0},

@@ -81,7 +81,7 @@ def test_uniform_matches_reference_and_dynamic_with_one_iteration(capsules):
     v = to_numpy(UniformRouting()(u, W))
     np.testing.assert_allclose(v, reference.uniform_routing(u.astype("float64"), W.astype("float64")), **TOL)
     np.testing.assert_allclose(v, to_numpy(DynamicRouting(1)(u, W)), **TOL)
-    # ... and the λ-form with λ = 1 / n_out (README: uniform-* compares with ARA at λ = 0.1)
+    # ... and the λ-form with λ = 1 / n_out (docs/zoo-training.md: uniform-* compares with ARA at λ = 0.1)
     np.testing.assert_allclose(v, to_numpy(AdaptiveLambdaRouting(1.0 / W.shape[2])(u, W)), **TOL)
 
 

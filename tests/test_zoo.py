@@ -42,7 +42,7 @@ def test_every_zoo_entry_exists_and_matches_its_name():
             (ZOO_DATASETS[dataset], routing, depth), name
         assert config.model.iterations == 3 or routing != "dynamic", name
         # the paper shifts CIFAR-10 and SVHN; ara-mnist and dra-fashion-mnist also take Sabour et al.'s
-        # MNIST shift, ara-fashion-mnist 1 px of it, chosen on held-out data (README)
+        # MNIST shift, ara-fashion-mnist 1 px of it, chosen on held-out data (docs/zoo-training.md)
         shifted = dataset in ("cifar10", "svhn") or name in ("ara-mnist", "dra-fashion-mnist")
         shift = 1 if name == "ara-fashion-mnist" else 2 if shifted else 0
         assert config.data.shift_pixels == shift, name
@@ -51,7 +51,7 @@ def test_every_zoo_entry_exists_and_matches_its_name():
             assert (config.model.conv_filters, config.model.primary_types) == (256, 32), name
             assert config.model.capsules == {2: (10,), 3: (256, 10), 4: (256, 32, 10)}[depth], name
             assert config.model.primary_capsules == defaults.primary_capsules
-            decay = 0.97 if name == "dra-fashion-mnist" else 0.95  # chosen on held-out data (README)
+            decay = 0.97 if name == "dra-fashion-mnist" else 0.95  # chosen on held-out data (docs/zoo-training.md)
             assert (config.training.batch_size, config.training.learning_rate, config.training.lr_decay) == \
                 (128, 1e-3, decay), name
 

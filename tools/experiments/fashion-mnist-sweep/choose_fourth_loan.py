@@ -1,5 +1,5 @@
 """The rule that will choose which full-data twin comes back from the next GPU loan, written on
-2026-11-23 before any of its runs (README, "A fourth loan, planned").
+2026-11-23 before any of its runs (docs/zoo-training.md, "A fourth loan, planned").
 
 Members (each holds out the same tenth of the training split): fa-s1-l2, fa-s1-l4 (λ = 2, 4),
 fa-s1-d97 (decay 0.97) and fa-s1-d97-e80 (decay 0.97 for 80 epochs), all shifted by 1 px like
@@ -11,9 +11,9 @@ twin's weights come back to be published as ara-fashion-mnist (with the zoo conf
 twin's recipe); otherwise none, and ara-fashion-mnist stays as it is. Run on the lent machine
 from the repository root after the runs end; prints the run name to pack (PACK=...), or "none".
 
-A member that ran to its end on the 2-core CPU first (README, "One member of the fourth loan, on
-this CPU") enters the rule with the final validation accuracy it measured there, and a loan does
-not run it again: a second run would be a second draw of the same member.
+A member that ran to its end on the 2-core CPU first (docs/zoo-training.md, "One member of the
+fourth loan, on this CPU") enters the rule with the final validation accuracy it measured there,
+and a loan does not run it again: a second run would be a second draw of the same member.
 """
 
 import sys

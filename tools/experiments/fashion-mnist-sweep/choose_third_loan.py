@@ -1,4 +1,4 @@
-"""The rule that chose which full-data twin came back from the third GPU loan (README).
+"""The rule that chose which full-data twin came back from the third GPU loan (docs/zoo-training.md).
 
 Fixed before the runs, and run on the lent machine from the repository root after they ended:
 the better member with λ in the paper's best range 1-4 if it beat fa-s2's 0.9202, else λ = 0.1
