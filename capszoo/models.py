@@ -155,8 +155,15 @@ class CapsNet(keras.Model):
         With ``return_routing_state=True`` also the per-layer routing states (see the routing
         strategies), for the analysis tools: ``(capsules, states)``.
         """
-        x = self.conv(self._check_images(images))
-        caps = [self.primary(x)]
+        images = self._check_images(images)
+        if images.shape[0] == 0:
+            # TensorFlow's oneDNN convolution (TF 2.21 on CPUs where it turns oneDNN on, such as
+            # AVX-512 ones) returns its input unchanged for an empty batch, and the bias add then
+            # fails. Run the convolutions on one blank image and keep none of it: the right shape
+            # on every backend and CPU.
+            caps = [self.primary(self.conv(ops.zeros((1, *images.shape[1:]), images.dtype)))[:0]]
+        else:
+            caps = [self.primary(self.conv(images))]
         states = []
         for layer in self.capsule_layers:
             if return_routing_state:
