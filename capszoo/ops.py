@@ -27,7 +27,7 @@ def squash(s, axis=-1):
     huge inputs (the factor tends to ``1 / |s|`` instead of forming ``inf / inf``).
     """
     norm = safe_norm(s, axis=axis, keepdims=True)
-    return s * (norm / (1.0 + ops.square(norm)))
+    return ops.multiply(s, norm / (1.0 + ops.square(norm)))  # not `*`: s may be a NumPy array (torch)
 
 
 def capsule_length(v, axis=-1):
@@ -37,7 +37,7 @@ def capsule_length(v, axis=-1):
 
 def psi(z):
     """``psi(z) = z - arctan(z)``, the potential whose gradient field is ``squash``."""
-    return z - ops.arctan(z)
+    return ops.subtract(z, ops.arctan(z))
 
 
 def routing_energy(couplings, predictions, per_capsule=False):

@@ -1,4 +1,4 @@
-"""Backend-neutral test helpers (the layer tests also run under KERAS_BACKEND=jax)."""
+"""Backend-neutral test helpers (the layer tests also run under KERAS_BACKEND=jax and =torch)."""
 
 import keras
 import numpy as np
