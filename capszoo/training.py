@@ -298,20 +298,34 @@ def versions():
     return info
 
 
-def distribution_strategy(distribute):
-    """A ``tf.distribute`` strategy by name (TensorFlow backend only), or ``None``."""
+DISTRIBUTE_CHOICES = ("mirrored", "multi_worker")
+
+
+def check_distribute(distribute):
+    """Refuse an unknown strategy name, or a ``tf.distribute`` one on another backend.
+
+    ``train`` calls this before it reads data or makes a run folder, so a bad ``distribute``
+    leaves nothing behind.
+    """
     if distribute in (None, "", "none"):
-        return None
+        return
+    if distribute not in DISTRIBUTE_CHOICES:
+        raise ValueError(f"distribute must be 'mirrored' or 'multi_worker', got {distribute!r}")
     if keras.backend.backend() != "tensorflow":
         raise ValueError(f"distribute={distribute!r} uses tf.distribute and needs KERAS_BACKEND=tensorflow; on JAX "
                          "use keras.distribution.DataParallel (see the README)")
+
+
+def distribution_strategy(distribute):
+    """A ``tf.distribute`` strategy by name (TensorFlow backend only), or ``None``."""
+    check_distribute(distribute)
+    if distribute in (None, "", "none"):
+        return None
     import tensorflow as tf
 
     if distribute == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if distribute == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
-    raise ValueError(f"distribute must be 'mirrored' or 'multi_worker', got {distribute!r}")
+    return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
 
 
 def _truncate_history(path, epochs_done):
@@ -360,6 +374,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     """
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    check_distribute(distribute)
     config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir, precision=precision)
     run = Path(out_dir or Path("runs") / config.name)
     checkpoints = run / "checkpoints"

@@ -14,6 +14,8 @@ from capszoo import CapsNet2, CapsNet4
 from capszoo.cli import main
 from capszoo.export import example_request, export_saved_model, write_models_config
 
+pytestmark = pytest.mark.tensorflow_only
+
 TINY = dict(input_shape=(12, 12, 1), num_classes=3, conv_filters=8, conv_kernel_size=3, primary_types=4,
             primary_dim=4, primary_kernel_size=3, capsule_dims=4)
 VARIANTS = {

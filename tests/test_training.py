@@ -202,6 +202,7 @@ print(json.dumps({"devices": len(tf.config.list_logical_devices("CPU")), "diff":
 """
 
 
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(tiny_config_path, tmp_path):
     run = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tiny_config_path), str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)

@@ -1,0 +1,55 @@
+"""What the TensorFlow-only features say on another backend, and that they leave nothing behind.
+
+SavedModel export and ``tf.distribute`` need ``KERAS_BACKEND=tensorflow``; their own tests are
+marked ``tensorflow_only`` and skipped elsewhere. These run in CI under JAX and PyTorch.
+"""
+
+import keras
+import pytest
+
+from capszoo import CapsNet2
+from capszoo.cli import main
+from capszoo.export import export_saved_model
+from capszoo.training import train
+
+pytestmark = pytest.mark.any_backend
+
+not_tensorflow = pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                                    reason="the TensorFlow path is tested in test_export.py and test_training.py")
+
+
+def tiny_model():
+    return CapsNet2(input_shape=(12, 12, 1), num_classes=3, conv_filters=8, conv_kernel_size=3, primary_types=4,
+                    primary_dim=4, primary_kernel_size=3, capsules=(3,), capsule_dims=4,
+                    routing="adaptive_lambda", lam=3.0)
+
+
+@not_tensorflow
+def test_export_names_the_backend_it_needs_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="SavedModel export needs KERAS_BACKEND=tensorflow"):
+        export_saved_model(tiny_model(), tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+
+
+@not_tensorflow
+def test_cli_export_says_so_in_one_line(tmp_path, capsys):
+    assert main(["export", "ara-digits", "--out", str(tmp_path / "models")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("capszoo export: error: SavedModel export needs KERAS_BACKEND=tensorflow")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "models").exists()
+
+
+@not_tensorflow
+@pytest.mark.parametrize("distribute", ["mirrored", "multi_worker"])
+def test_tf_distribute_is_refused_before_any_data_or_run_folder(tiny_config_path, tmp_path, distribute):
+    with pytest.raises(ValueError, match=f"distribute='{distribute}' uses tf.distribute and needs "
+                                         "KERAS_BACKEND=tensorflow"):
+        train(tiny_config_path, out_dir=tmp_path / "run", distribute=distribute, verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_strategy_is_named_before_any_run_folder(tiny_config_path, tmp_path):
+    with pytest.raises(ValueError, match="distribute must be 'mirrored' or 'multi_worker', got 'mirorred'"):
+        train(tiny_config_path, out_dir=tmp_path / "run", distribute="mirorred", verbose=0)
+    assert not (tmp_path / "run").exists()
