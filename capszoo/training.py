@@ -18,6 +18,7 @@ A run folder holds::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -284,11 +285,18 @@ def hardware():
         import tensorflow as tf
 
         accelerators = [d.name for d in tf.config.list_physical_devices("GPU")]
+    elif backend == "torch":
+        import torch
+
+        accelerators = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "accelerators": accelerators, "platform": platform.platform()}
 
 
 def versions():
-    info = {"python": platform.python_version(), "keras": keras.__version__, "backend": keras.backend.backend()}
+    backend = keras.backend.backend()
+    info = {"python": platform.python_version(), "keras": keras.__version__, "backend": backend}
+    if backend in ("jax", "torch"):  # the array library that ran the numbers
+        info[backend] = importlib.import_module(backend).__version__
     try:
         import tensorflow as tf
 

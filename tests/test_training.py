@@ -1,4 +1,5 @@
 import csv
+import importlib
 import json
 import os
 import signal
@@ -8,12 +9,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 import pytest
 
 from capszoo.config import load_config
 from capszoo.runs import load_trained
-from capszoo.training import NanGuard, TrainingError, evaluate, learning_rate, train
+from capszoo.training import NanGuard, TrainingError, evaluate, hardware, learning_rate, train, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,3 +212,37 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(tiny_config
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["devices"] == 2 and result["distribute"] == "mirrored"
     assert result["diff"] < 1e-4 * max(1.0, result["scale"]), result
+
+
+@pytest.mark.any_backend
+def test_versions_name_the_array_library_that_ran():
+    info = versions()
+    backend = info["backend"]
+    assert backend == keras.backend.backend()
+    assert info[backend] == importlib.import_module(backend).__version__
+
+
+@pytest.mark.any_backend
+def test_hardware_lists_the_active_backends_gpus(monkeypatch):
+    """Cards say which GPU trained an entry; each backend is asked in its own way (faked here)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"NVIDIA H100 #{i}")
+        expected = ["NVIDIA H100 #0", "NVIDIA H100 #1"]
+    elif backend == "jax":
+        import jax
+
+        monkeypatch.setattr(jax, "devices", lambda: [SimpleNamespace(platform="cpu", device_kind="cpu"),
+                                                     SimpleNamespace(platform="gpu", device_kind="NVIDIA H100")])
+        expected = ["NVIDIA H100"]
+    else:
+        import tensorflow as tf
+
+        monkeypatch.setattr(tf.config, "list_physical_devices",
+                            lambda kind=None: [SimpleNamespace(name="/physical_device:GPU:0")] if kind == "GPU" else [])
+        expected = ["/physical_device:GPU:0"]
+    assert hardware()["accelerators"] == expected
+    assert hardware()["cpu_count"] >= 1
