@@ -318,7 +318,7 @@ def check_distribute(distribute):
     if distribute in (None, "", "none"):
         return
     if distribute not in DISTRIBUTE_CHOICES:
-        raise ValueError(f"distribute must be 'mirrored' or 'multi_worker', got {distribute!r}")
+        raise ValueError(f"distribute must be {' or '.join(map(repr, DISTRIBUTE_CHOICES))}, got {distribute!r}")
     if keras.backend.backend() != "tensorflow":
         raise ValueError(f"distribute={distribute!r} uses tf.distribute and needs KERAS_BACKEND=tensorflow; on JAX "
                          "use keras.distribution.DataParallel (see the README)")

@@ -22,6 +22,7 @@ def pytest_collection_modifyitems(config, items):
         if "tensorflow_only" in item.keywords:
             item.add_marker(skip)
 
+
 TINY_DIGITS_TOML = """
 description = "tiny test model on digits"
 
