@@ -8,6 +8,7 @@ from keras import ops
 
 from capszoo.config import PAPER_HIDDEN_CAPSULES, ModelConfig
 from capszoo.layers import CapsuleDecoder, CapsuleLayer, Length, Mask, PrimaryCapsule
+from capszoo.layers.primary import convolve
 
 
 def _dtype_message(owner, dtype):
@@ -156,14 +157,7 @@ class CapsNet(keras.Model):
         strategies), for the analysis tools: ``(capsules, states)``.
         """
         images = self._check_images(images)
-        if images.shape[0] == 0:
-            # TensorFlow's oneDNN convolution (TF 2.21 on CPUs where it turns oneDNN on, such as
-            # AVX-512 ones) returns its input unchanged for an empty batch, and the bias add then
-            # fails. Run the convolutions on one blank image and keep none of it: the right shape
-            # on every backend and CPU.
-            caps = [self.primary(self.conv(ops.zeros((1, *images.shape[1:]), images.dtype)))[:0]]
-        else:
-            caps = [self.primary(self.conv(images))]
+        caps = [self.primary(convolve(self.conv, images))]  # convolve: see it for empty batches
         states = []
         for layer in self.capsule_layers:
             if return_routing_state:

@@ -67,6 +67,16 @@ def test_capsule_layer_rejects_wrong_input_rank(shape):
         CapsuleLayer(3, 5)(np.zeros(shape, "float32"))
 
 
+def test_primary_capsule_on_an_empty_batch_returns_no_capsules():
+    # TensorFlow's oneDNN convolution returns its input for an empty batch on AVX-512 CPUs, and the
+    # bias add then failed; a layer used on its own (not only inside CapsNet) must give (0, N, d)
+    layer = PrimaryCapsule(capsule_types=4, capsule_dim=5, kernel_size=3, strides=2)
+    for empty in (np.zeros((0, 9, 9, 3), "float32"), keras.ops.zeros((0, 9, 9, 3))):
+        out = layer(empty)
+        assert tuple(out.shape) == (0, 4 * 4 * 4, 5) == layer.compute_output_shape(empty.shape)
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+
+
 def test_primary_capsule_rejects_wrong_input_rank():
     with pytest.raises(ValueError, match=r"expects feature maps of shape \(batch, height, width, channels\)"):
         PrimaryCapsule(2, 4, kernel_size=3)(np.zeros((2, 9, 9), "float32"))

@@ -8,6 +8,19 @@ from keras import ops
 from capszoo.ops import squash
 
 
+def convolve(conv, inputs):
+    """``conv(inputs)``, with the right empty result for a statically empty batch.
+
+    TensorFlow's oneDNN convolution (TF 2.21 on CPUs where it turns oneDNN on, such as AVX-512
+    ones) returns its input unchanged for an empty batch, and the bias add then fails deep in
+    TensorFlow. So an empty batch runs the convolution on one blank image and keeps none of it:
+    the right shape and dtype on every backend and CPU.
+    """
+    if inputs.shape[0] == 0:
+        return conv(ops.zeros((1, *inputs.shape[1:]), inputs.dtype))[:0]
+    return conv(inputs)
+
+
 @keras.saving.register_keras_serializable(package="capszoo")
 class PrimaryCapsule(keras.layers.Layer):
     """Conv2D with ``capsule_types * capsule_dim`` filters, reshaped to capsules and squashed.
@@ -56,7 +69,7 @@ class PrimaryCapsule(keras.layers.Layer):
         self.conv.build(input_shape)
 
     def call(self, inputs):
-        features = self.conv(inputs)
+        features = convolve(self.conv, inputs)
         _, height, width, _ = features.shape
         capsules = ops.reshape(features, (-1, height * width * self.capsule_types, self.capsule_dim))
         # The squash, and the routing after it, in the variables' precision (float32 under a mixed
