@@ -1,5 +1,6 @@
 """tools/best_run.py: the sweep member that device_train.sh sends back, chosen on validation data."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,10 +8,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_run(folder, header, rows):
+def write_run(folder, header, rows, planned=None, metrics=True):
+    """A run folder as `capszoo train` leaves it: history.csv, and metrics.json once train returns
+    (``planned`` epochs in the config, by default as many as the history has rows)."""
     folder.mkdir()
     lines = [",".join(header)] + [",".join(map(str, row)) for row in rows]
     (folder / "history.csv").write_text("\n".join(lines) + "\n")
+    if metrics:
+        planned = len(rows) if planned is None else planned
+        (folder / "metrics.json").write_text(json.dumps({"epochs": len(rows), "epochs_planned": planned}))
     return folder
 
 
@@ -39,3 +45,22 @@ def test_refuses_a_run_without_validation_data(tmp_path):
     result = best(plain, full)
     assert result.returncode != 0 and result.stdout == ""
     assert "zoo-full: history.csv has no val_accuracy (train with data.validation_fraction > 0)" in result.stderr
+
+
+def test_a_run_short_of_its_planned_epochs_has_no_final_accuracy_and_is_left_out(tmp_path):
+    # the run stopped by --time-limit and the one still training score higher, but at an epoch
+    # their schedules have not ended on, so neither can be chosen on a "final" figure
+    header = ["epoch", "accuracy", "val_accuracy"]
+    done = write_run(tmp_path / "zoo-done", header, [(0, 0.9, 0.80), (1, 0.95, 0.85)])
+    cut = write_run(tmp_path / "zoo-cut", header, [(0, 0.9, 0.90), (1, 0.95, 0.91)], planned=50)
+    going = write_run(tmp_path / "zoo-going", header, [(0, 0.9, 0.92)], metrics=False)
+    result = best(going, cut, done)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "zoo-done"
+    assert "zoo-cut: no final val_accuracy, stopped after 2 of 50 epochs" in result.stderr
+    assert "zoo-going: no final val_accuracy, no metrics.json after 1 epoch(s) in history.csv" in result.stderr
+    assert "zoo-done: final val_accuracy 0.8500" in result.stderr
+
+    result = best(going, cut)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "no run has trained all its planned epochs" in result.stderr

@@ -117,6 +117,9 @@ def test_the_fourth_loan_rule_returns_a_twin_only_above_the_published_member():
     assert rule.choose(scores) == "ta-s1-l4"
     assert rule.choose({**scores, "fa-s1-l4": 0.9242}) == "ta-s1-d97"  # a tie with fa-s1 does not beat it
     assert rule.choose({member: 0.9242 for member in rule.MEMBERS}) == "none"
+    # a member short of its planned epochs has no final score (None) and cannot be chosen
+    assert rule.choose({**scores, "fa-s1-l4": None}) == "ta-s1-d97"
+    assert rule.choose({member: None for member in rule.MEMBERS}) == "none"
 
 
 def test_the_fourth_loan_rule_takes_the_members_finished_on_the_cpu_as_measured_there(monkeypatch, capsys):

@@ -6,25 +6,53 @@ Used by device_train.sh to send back only the weights of the member of a sweep c
 validation data (never on the test split). Runs without a validation column are refused. A model
 with a reconstruction decoder logs its accuracy as ``val_class_scores_accuracy`` (Keras names a
 metric after its output when a model has several), so a sweep may mix both kinds.
+
+Only a run that trained all its planned epochs has a final validation accuracy: its metrics.json,
+which ``capszoo train`` writes when it returns, says so. A run still going, killed, or stopped by
+``--time-limit`` short of its schedule is named on stderr and left out; with none finished, the
+command fails and prints nothing on stdout.
 """
 
 import csv
+import json
 import sys
 from pathlib import Path
 
 COLUMNS = ("val_accuracy", "val_class_scores_accuracy")
 
 
+def epochs_short(run, rows):
+    """Why ``run`` has no final epoch yet, or None when its history ends where its schedule does."""
+    metrics = Path(run) / "metrics.json"
+    if not metrics.is_file():
+        return f"no metrics.json after {len(rows)} epoch(s) in history.csv (still training, or killed)"
+    metrics = json.loads(metrics.read_text())
+    planned = metrics.get("epochs_planned")
+    if planned is None:
+        return "metrics.json does not say how many epochs were planned"
+    if metrics.get("epochs") != planned or len(rows) != planned:
+        return f"stopped after {len(rows)} of {planned} epochs"
+    return None
+
+
 def final_val_accuracy(run):
+    """The last epoch's validation accuracy of a run that trained all its planned epochs, else None."""
     rows = list(csv.DictReader((Path(run) / "history.csv").open()))
     column = next((c for c in COLUMNS if rows and rows[-1].get(c) not in (None, "", "NA")), None)
     if column is None:
         raise SystemExit(f"{run}: history.csv has no val_accuracy (train with data.validation_fraction > 0)")
+    short = epochs_short(run, rows)
+    if short is not None:
+        print(f"{Path(run).name}: no final val_accuracy, {short}", file=sys.stderr)
+        return None
     return float(rows[-1][column])
 
 
 def main(runs):
     scores = {run: final_val_accuracy(run) for run in runs}
+    scores = {run: score for run, score in scores.items() if score is not None}
+    if not scores:
+        raise SystemExit("no run has trained all its planned epochs")
     for run, score in scores.items():
         print(f"{Path(run).name}: final val_accuracy {score:.4f}", file=sys.stderr)
     print(Path(max(scores, key=scores.get)).name)

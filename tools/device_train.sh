@@ -80,14 +80,17 @@ collect)
     done
     # Every run's logs, configs, histories and metrics (small); the weights only of $PACK
     # (default: all NAMEs), or of `best:A,B,...`: the run among A, B, ... with the highest final
-    # val_accuracy, so that a sweep sends back one set of weights chosen on validation data;
+    # val_accuracy (among those that trained all their planned epochs), so that a sweep sends back
+    # one set of weights chosen on validation data;
     # `none` (what a choosing rule prints when nothing qualifies) sends back no weights.
     (cd "$runs" && tar cf "$out/meta.tar" --exclude=checkpoints --exclude=model.weights.h5 *.log zoo-*)
     pack=""
     for item in ${PACK:-$*}; do
         case $item in
         none) continue ;;
-        best:*) item=$(python3 "$(dirname "$0")/best_run.py" $(echo "${item#best:}" | tr , '\n' | sed "s|^|$runs/zoo-|")) ;;
+        best:*) chosen=$(python3 "$(dirname "$0")/best_run.py" $(echo "${item#best:}" | tr , '\n' | sed "s|^|$runs/zoo-|")) ||
+            { echo "$item: none of these runs trained all its planned epochs, so none is packed"; continue; }
+            item=$chosen ;;
         esac
         pack="$pack zoo-${item#zoo-}"
     done

@@ -14,6 +14,10 @@ from the repository root after the runs end; prints the run name to pack (PACK=.
 A member that ran to its end on the 2-core CPU first (docs/zoo-training.md, "One member of the
 fourth loan, on this CPU") enters the rule with the final validation accuracy it measured there,
 and a loan does not run it again: a second run would be a second draw of the same member.
+
+A member that stopped short of its planned epochs (cut by --time-limit, or killed) has no final
+validation accuracy (best_run.final_val_accuracy gives None and says why on stderr), so it cannot
+be chosen; with none finished the rule prints "none".
 """
 
 import sys
@@ -35,7 +39,10 @@ def twin(member):
 
 
 def choose(scores):
-    best = max(MEMBERS, key=scores.get)
+    finished = [member for member in MEMBERS if scores[member] is not None]
+    if not finished:
+        return "none"
+    best = max(finished, key=scores.get)
     return twin(best) if scores[best] > PUBLISHED_VAL else "none"
 
 

@@ -19,6 +19,8 @@ TWINS = {"fa-s1": "ta-s1", "fa-s2-l4": "ta-l4"}
 def main():
     scores = {member: final_val_accuracy(RUNS + member) for member in (*TWINS, "fa-s2-l01")}
     print(scores, file=sys.stderr)
+    if None in scores.values():
+        raise SystemExit("a member has no final val_accuracy (named above): this rule needs all three")
     best = max(TWINS, key=scores.get)
     if scores[best] > PUBLISHED_VAL:
         print(TWINS[best])
