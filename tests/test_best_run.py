@@ -61,6 +61,9 @@ def test_a_run_short_of_its_planned_epochs_has_no_final_accuracy_and_is_left_out
     assert "zoo-going: no final val_accuracy, no metrics.json after 1 epoch(s) in history.csv" in result.stderr
     assert "zoo-done: final val_accuracy 0.8500" in result.stderr
 
-    result = best(going, cut)
+    broken = write_run(tmp_path / "zoo-broken", header, [(0, 0.9, 0.93)])
+    (broken / "metrics.json").write_text('{"epochs": 1, "epo')  # cut off mid-write
+    result = best(going, cut, broken)
     assert result.returncode != 0 and result.stdout == ""
+    assert "zoo-broken: no final val_accuracy, its metrics.json is not valid JSON" in result.stderr
     assert "no run has trained all its planned epochs" in result.stderr

@@ -26,7 +26,10 @@ def epochs_short(run, rows):
     metrics = Path(run) / "metrics.json"
     if not metrics.is_file():
         return f"no metrics.json after {len(rows)} epoch(s) in history.csv (still training, or killed)"
-    metrics = json.loads(metrics.read_text())
+    try:
+        metrics = json.loads(metrics.read_text())
+    except ValueError:
+        return "its metrics.json is not valid JSON"
     planned = metrics.get("epochs_planned")
     if planned is None:
         return "metrics.json does not say how many epochs were planned"
