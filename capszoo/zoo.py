@@ -49,14 +49,38 @@ def _entry_dirs(name):
     return dirs
 
 
+# What loading, listing and the CLI read from every card; publish() always writes them.
+CARD_KEYS = ("config_sha256", "weights_sha256", "test_accuracy")
+
+
 def read_card(name):
-    """The model card of a zoo entry as a dict, or None if the entry is not trained."""
+    """The model card of a zoo entry as a dict, or None if the entry is not trained.
+
+    A card that is not a JSON object with :data:`CARD_KEYS` (truncated, hand-edited, left with
+    merge-conflict markers) raises one ``ValueError`` naming the file, not a JSON traceback.
+    """
     for folder in _entry_dirs(name):
-        if (folder / CARD_FILE).is_file():
-            card = json.loads((folder / CARD_FILE).read_text())
+        path = folder / CARD_FILE
+        if path.is_file():
+            card = _parse_card(path, name)
             card["_folder"] = str(folder)
             return card
     return None
+
+
+def _parse_card(path, name):
+    where = f"the model card {path} of {name!r}"
+    remedy = "restore it (a source checkout: `git checkout -- saved_models`) or publish the entry again"
+    try:
+        card = json.loads(path.read_bytes())
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise ValueError(f"{where} is not valid JSON ({err}): {remedy}") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"{where} is not a JSON object but {type(card).__name__}: {remedy}")
+    missing = [key for key in CARD_KEYS if key not in card]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}, so it was not written by publish: {remedy}")
+    return card
 
 
 def _machine(run):

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -208,6 +209,27 @@ def test_tampered_weights_are_refused(private_zoo):
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="do not match the card of 'tiny-digits': sha256"):
         capszoo.load("tiny-digits")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"name": "ara-digits", "config_sha', r"is not valid JSON \(Unterminated string"),
+    ('<<<<<<< HEAD\n{}', "is not valid JSON"),
+    (b'{"name": "\xff"}', "is not valid JSON"),
+    ('["ara-digits"]', "is not a JSON object but list"),
+    ('{"name": "ara-digits", "test_accuracy": 0.99}', "lacks config_sha256, weights_sha256, so it was not written"),
+], ids=["truncated", "conflict-markers", "not-utf8", "a-list", "keys-missing"])
+def test_a_corrupt_card_gets_one_error_naming_its_file(monkeypatch, tmp_path, capsys, text, problem):
+    card = tmp_path / "ara-digits" / "card.json"
+    card.parent.mkdir()
+    card.write_bytes(text if isinstance(text, bytes) else text.encode())
+    monkeypatch.setenv(zoo.ENV_WEIGHTS_DIR, str(tmp_path))  # looked in before saved_models/
+    message = re.escape(f"the model card {card} of 'ara-digits' ") + problem
+    for call in (lambda: capszoo.load("ara-digits"), lambda: capszoo.list_models("ara-*", trained_only=True)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert main(["card", "ara-digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"capszoo card: error: the model card {card} ") and err.count("\n") == 1
 
 
 def test_weights_from_the_card_url_are_fetched_and_checked(private_zoo, monkeypatch, tmp_path_factory):
