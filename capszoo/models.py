@@ -33,6 +33,47 @@ def check_image_values(images, owner="capsnet"):
     return images
 
 
+def check_labels(labels, num_classes, owner="capsnet"):
+    """Class labels as int32 class ids of shape ``(n,)``, or a ValueError naming the problem.
+
+    Accepted: class ids of shape ``(n,)`` or ``(n, 1)`` in ``[0, num_classes)``, integer or whole
+    floats, and one-hot rows of shape ``(n, num_classes)``. The compiled models measure accuracy
+    with ``SparseCategoricalAccuracy``, which fails deep inside the backend on one-hot rows or,
+    with a batch size equal to ``num_classes``, broadcasts them into a wrong figure; an id outside
+    the classes becomes an all-zero target row, a silently wrong loss. So both are turned into, or
+    refused as, class ids here.
+    """
+    labels = np.asarray(labels)
+    expected = (f"class ids in [0, {num_classes}) of shape (n,) or (n, 1), "
+                f"or one-hot rows of shape (n, {num_classes})")
+    if labels.dtype == bool or not (np.issubdtype(labels.dtype, np.integer)
+                                    or np.issubdtype(labels.dtype, np.floating)):
+        raise ValueError(f"{owner} expects labels as {expected}; got dtype {labels.dtype}")
+    if labels.ndim == 2 and labels.shape[1] == num_classes and num_classes != 1:
+        if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()):
+            raise ValueError(f"{owner}: labels of shape {labels.shape} must be one-hot rows, a single 1 in "
+                             "each (soft or multi-hot targets have no class id for the accuracy)")
+        return labels.argmax(axis=1).astype("int32")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(f"{owner} expects labels as {expected}; got shape {labels.shape}")
+    if labels.size:
+        low, high = labels.min(), labels.max()
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{owner}: labels contain NaN or inf values")
+        if (labels != np.round(labels)).any():
+            raise ValueError(f"{owner}: labels must be whole class ids, got {labels[labels != np.round(labels)][0]:g}")
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"{owner}: labels must be class ids in [0, {num_classes}), "
+                             f"got values in [{low:g}, {high:g}]")
+    return labels.astype("int32")
+
+
+def _is_array(value):
+    return isinstance(value, np.ndarray) or ops.is_tensor(value)
+
+
 @keras.saving.register_keras_serializable(package="capszoo")
 class CapsNet(keras.Model):
     """Conv (ReLU) -> primary capsules -> capsule layers (routing strategy) -> lengths.
@@ -50,7 +91,9 @@ class CapsNet(keras.Model):
     Images given as arrays (to ``fit``, ``evaluate``, ``predict``, ``validation_data``, or a
     call on a NumPy array) are checked first: shape, float, finite, in [0, 1]
     (:func:`check_image_values`), and not empty except in a call. Datasets and generators stream
-    past the value checks; the shape and dtype are checked for every input.
+    past the value checks; the shape and dtype are checked for every input. Labels given as
+    arrays to ``fit`` and ``evaluate`` (``y``, ``validation_data``, the ``"labels"`` input and a
+    ``"class_scores"`` target) are checked and passed on as class ids (:func:`check_labels`).
 
     ``dtype`` (a Keras dtype policy, e.g. ``"mixed_bfloat16"``) applies to the two convolutions
     only: the squash, routing, lengths and decoder always compute in float32, where bfloat16's
@@ -136,14 +179,32 @@ class CapsNet(keras.Model):
         self._check_values(inputs, tensors=False, empty_ok=True)
         return super().__call__(inputs, *args, **kwargs)
 
+    def _check_labels(self, x, y):
+        """``(x, y)`` with every label array among them checked and made class ids; the caller's
+        dicts are not changed."""
+        def checked(labels):
+            return check_labels(ops.convert_to_numpy(labels), self.model_config.num_classes, self.name)
+
+        if isinstance(x, dict) and _is_array(x.get("labels")):
+            x = {**x, "labels": checked(x["labels"])}
+        if isinstance(y, dict) and _is_array(y.get("class_scores")):
+            y = {**y, "class_scores": checked(y["class_scores"])}
+        elif _is_array(y):
+            y = checked(y)
+        return x, y
+
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         self._check_values(x)
+        x, y = self._check_labels(x, y)
         if isinstance(validation_data, (tuple, list)) and validation_data:
             self._check_values(validation_data[0])
+            if len(validation_data) > 1:
+                validation_data = (*self._check_labels(*validation_data[:2]), *validation_data[2:])
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_values(x)
+        x, y = self._check_labels(x, y)
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):

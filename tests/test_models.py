@@ -224,6 +224,69 @@ def test_empty_image_arrays_are_rejected_by_the_keras_loops(entry):
         ENTRY_POINTS[entry](model, images(0), np.zeros(0, "int32"))
 
 
+LABEL_ENTRY_POINTS = {
+    "evaluate": lambda model, y: model.evaluate(images(6), y, batch_size=3, verbose=0),
+    "fit": lambda model, y: model.fit(images(6), y, batch_size=3, epochs=1, verbose=0),
+    "fit_validation": lambda model, y: model.fit(images(6), np.zeros(6, "int32"), validation_data=(images(6), y),
+                                                 batch_size=3, epochs=1, verbose=0),
+    "evaluate_tensor": lambda model, y: model.evaluate(images(6), keras.ops.convert_to_tensor(y), verbose=0),
+}
+BAD_LABELS = [
+    (np.array([0, 1, 2, 3, 0, 1]), r"tiny: labels must be class ids in \[0, 3\), got values in \[0, 3\]"),
+    (np.array([0, 1, -1, 2, 0, 1]), r"got values in \[-1, 2\]"),
+    (np.array([0, 1, 0.5, 2, 0, 1]), "tiny: labels must be whole class ids, got 0.5"),
+    (np.array([0, 1, np.nan, 2, 0, 1]), "tiny: labels contain NaN or inf values"),
+    (np.full((6, 3), 1 / 3), r"labels of shape \(6, 3\) must be one-hot rows, a single 1 in each"),
+    (np.zeros((6, 4)), r"tiny expects labels as class ids in \[0, 3\) .* got shape \(6, 4\)"),
+    (np.array(list("abcabc")), "expects labels as .* got dtype <U1"),
+    (np.ones(6, bool), "got dtype bool"),
+]
+
+
+@pytest.mark.parametrize("entry", LABEL_ENTRY_POINTS)
+@pytest.mark.parametrize("bad, message", BAD_LABELS,
+                         ids=["too-big", "negative", "fraction", "nan", "soft", "wide", "strings", "bool"])
+def test_bad_label_arrays_are_rejected_before_the_model_runs(entry, bad, message):
+    # Before: ids outside the classes trained on all-zero targets silently; the rest failed deep
+    # in the backend (or, for strings, in Keras' data adapter).
+    if entry == "evaluate_tensor" and bad.dtype.kind in "U":
+        pytest.skip("no backend tensor of strings")
+    model = tiny(name="tiny")
+    model.compile(optimizer="adam", loss=MarginLoss(), metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message):
+        LABEL_ENTRY_POINTS[entry](model, bad)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_one_hot_float_and_column_labels_measure_what_class_ids_measure():
+    # One-hot rows used to meet SparseCategoricalAccuracy as they were: an error deep in the
+    # backend, or, with a batch of num_classes images, a broadcast comparison and a wrong accuracy.
+    model = tiny(name="tiny")
+    model.compile(optimizer="adam", loss=MarginLoss(), metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    x = images(6)
+    ids = np.argmax(to_numpy(model(x)), axis=1)
+    ids[:2] = (ids[:2] + 1) % 3  # four of six right: accuracy 2/3, not 0 or 1 by luck
+    reference = model.evaluate(x, ids, batch_size=3, verbose=0)
+    assert reference[1] == pytest.approx(4 / 6)
+    for labels in (np.eye(3, dtype="float32")[ids], ids.astype("float64"), ids[:, None], ids.astype("uint8")):
+        assert model.evaluate(x, labels, batch_size=3, verbose=0) == pytest.approx(reference, rel=1e-6)
+
+
+def test_labels_inside_decoder_inputs_and_targets_are_checked():
+    model = tiny(name="tiny", decoder=True, decoder_units=(8, 8))
+    model.compile(optimizer="adam", loss={"class_scores": MarginLoss(), "reconstruction": "mse"})
+    x, good, bad = images(6), np.zeros(6, "int32"), np.full(6, 7)
+    for inputs, targets in [({"images": x, "labels": bad}, {"class_scores": good, "reconstruction": x}),
+                            ({"images": x, "labels": good}, {"class_scores": bad, "reconstruction": x})]:
+        with pytest.raises(ValueError, match=r"tiny: labels must be class ids in \[0, 3\), got values in \[7, 7\]"):
+            model.fit(inputs, targets, epochs=1, verbose=0)
+    one_hot = np.eye(3, dtype="float32")[good]
+    inputs = {"images": x, "labels": one_hot}
+    model.fit(inputs, {"class_scores": one_hot, "reconstruction": x}, epochs=1, verbose=0)
+    assert inputs["labels"] is one_hot  # the caller's dict is left as it was
+
+
 def test_a_call_on_an_empty_batch_returns_no_scores():
     assert to_numpy(tiny()(images(0))).shape == (0, 3)
     # every output and every capsule layer, as for a batch of two less its two images; TensorFlow's
