@@ -3,7 +3,7 @@
 from capszoo import layers, ops, routing
 from capszoo.config import ModelConfig
 from capszoo.models import CapsNet, CapsNet2, CapsNet3, CapsNet4
-from capszoo.ops import MarginLoss, squash
+from capszoo.ops import ClassAccuracy, MarginLoss, squash
 from capszoo.zoo import list_models, load
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ __all__ = [
     "CapsNet2",
     "CapsNet3",
     "CapsNet4",
+    "ClassAccuracy",
     "MarginLoss",
     "ModelConfig",
     "layers",

@@ -37,11 +37,10 @@ def check_labels(labels, num_classes, owner="capsnet"):
     """Class labels as int32 class ids of shape ``(n,)``, or a ValueError naming the problem.
 
     Accepted: class ids of shape ``(n,)`` or ``(n, 1)`` in ``[0, num_classes)``, integer or whole
-    floats, and one-hot rows of shape ``(n, num_classes)``. The compiled models measure accuracy
-    with ``SparseCategoricalAccuracy``, which fails deep inside the backend on one-hot rows or,
-    with a batch size equal to ``num_classes``, broadcasts them into a wrong figure; an id outside
-    the classes becomes an all-zero target row, a silently wrong loss. So both are turned into, or
-    refused as, class ids here.
+    floats, and one-hot rows of shape ``(n, num_classes)``. An id outside the classes would
+    become an all-zero target row, a silently wrong loss and accuracy; rows that are not one-hot
+    have no class for an accuracy. Passing ids on also suits a model compiled with Keras'
+    ``SparseCategoricalAccuracy``, which takes ids only (the zoo's ``ClassAccuracy`` takes both).
     """
     labels = np.asarray(labels)
     expected = (f"class ids in [0, {num_classes}) of shape (n,) or (n, 1), "

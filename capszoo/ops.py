@@ -55,6 +55,46 @@ def routing_energy(couplings, predictions, per_capsule=False):
     return terms if per_capsule else ops.sum(terms, axis=-1)
 
 
+def class_targets(labels, num_classes, dtype="float32"):
+    """One-hot targets ``(batch, num_classes)`` from class ids ``(batch,)`` / ``(batch, 1)`` or
+    from one-hot rows ``(batch, num_classes)``, which pass through cast to ``dtype``.
+
+    The one home of the rule that tells the two label forms apart, for the margin loss, the
+    accuracy and the decoder's mask. Ids are not range-checked here (an id outside
+    ``[0, num_classes)`` gives an all-zero row on TensorFlow and JAX, an error on PyTorch): arrays
+    given to ``CapsNet.fit``/``evaluate`` are checked before (``capszoo.models.check_labels``).
+    """
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes != 1:
+        return ops.cast(labels, dtype)
+    return ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), num_classes, dtype=dtype)
+
+
+def class_accuracy(y_true, y_pred):
+    """1.0 where the longest class capsule is the label's class, else 0.0: ``(batch,)``.
+
+    Labels may be class ids or one-hot rows (:func:`class_targets`). Keras'
+    ``SparseCategoricalAccuracy`` takes ids only: on one-hot rows it fails inside the backend or,
+    in a batch of ``num_classes`` images, broadcasts the comparison into a wrong figure.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    targets = class_targets(y_true, y_pred.shape[-1], y_pred.dtype)
+    hit = ops.equal(ops.argmax(targets, axis=-1), ops.argmax(y_pred, axis=-1))
+    return ops.cast(hit, "float32")
+
+
+@keras.saving.register_keras_serializable(package="capszoo")
+class ClassAccuracy(keras.metrics.MeanMetricWrapper):
+    """Mean :func:`class_accuracy`: the compiled models' ``accuracy``, for ids or one-hot labels."""
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(fn=class_accuracy, name=name, dtype=dtype)
+        self._direction = "up"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
 @keras.saving.register_keras_serializable(package="capszoo")
 class MarginLoss(keras.losses.Loss):
     """Sabour et al.'s margin loss on capsule lengths.
@@ -76,14 +116,7 @@ class MarginLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
-        y_true = ops.convert_to_tensor(y_true)
-        num_classes = y_pred.shape[-1]
-        one_hot = len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == num_classes and num_classes != 1
-        if one_hot:
-            targets = ops.cast(y_true, y_pred.dtype)
-        else:
-            labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-            targets = ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
+        targets = class_targets(y_true, y_pred.shape[-1], y_pred.dtype)
         present = targets * ops.square(ops.relu(self.m_plus - y_pred))
         absent = (1.0 - targets) * ops.square(ops.relu(y_pred - self.m_minus))
         return ops.sum(present + self.down_weight * absent, axis=-1)

@@ -35,7 +35,7 @@ import numpy as np
 from capszoo.config import Config, load_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet, check_image_values
-from capszoo.ops import MarginLoss
+from capszoo.ops import ClassAccuracy, MarginLoss
 from capszoo.runs import EARLIER_METRICS, METRICS_FILE, RUN_ACCOUNT, archive_metrics
 
 CHECKPOINT_PATTERN = re.compile(r"epoch-(\d{4,})\.keras$")
@@ -67,7 +67,7 @@ def compile_model(model, config: Config):
     margin = MarginLoss(t.m_plus, t.m_minus, t.down_weight)
     optimizer = keras.optimizers.Adam(t.learning_rate)
     # logs: accuracy, val_accuracy; with a decoder class_scores_accuracy, val_class_scores_accuracy
-    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    accuracy = ClassAccuracy(name="accuracy")  # ids or one-hot rows; SparseCategoricalAccuracy took ids only
     if config.model.decoder:
         model.compile(optimizer=optimizer,
                       loss={"class_scores": margin, "reconstruction": ReconstructionLoss()},

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from keras import ops
 
-from capszoo.ops import MarginLoss, capsule_length, routing_energy, squash
+from capszoo.ops import ClassAccuracy, MarginLoss, capsule_length, class_targets, routing_energy, squash
 from tests import reference
 from tests.helpers import to_numpy, value_and_grad
 
@@ -60,6 +60,20 @@ def test_margin_loss_against_hand_computation():
     np.testing.assert_allclose(to_numpy(loss(labels[:, None], lengths)), expected, rtol=1e-5)
     np.testing.assert_allclose(to_numpy(loss(np.eye(3)[labels], lengths)), expected, rtol=1e-5)
     np.testing.assert_allclose(to_numpy(MarginLoss()(labels, lengths)), expected.mean(), rtol=1e-5)
+
+
+def test_class_targets_and_accuracy_read_ids_and_one_hot_rows_alike():
+    lengths = np.array([[0.9, 0.1, 0.2], [0.3, 0.2, 0.8], [0.1, 0.7, 0.6]], dtype="float32")  # argmax 0, 2, 1
+    labels = np.array([0, 1, 1])  # right, wrong, right: 2/3
+    one_hot = np.eye(3, dtype="float32")[labels]
+    for form in (labels, labels[:, None], labels.astype("float32"), one_hot):
+        np.testing.assert_array_equal(to_numpy(class_targets(form, 3)), one_hot)
+        metric = ClassAccuracy()
+        metric.update_state(form, lengths)
+        # 3 images and 3 classes: Keras' SparseCategoricalAccuracy broadcast one-hot rows here
+        assert float(to_numpy(metric.result())) == pytest.approx(2 / 3)
+    again = ClassAccuracy.from_config(ClassAccuracy(name="acc").get_config())
+    assert again.name == "acc"
 
 
 def test_margin_loss_rejects_bad_margins_and_round_trips():

@@ -201,6 +201,35 @@ def test_load_gives_the_trained_model_and_its_accuracy(private_zoo):
     assert frame.name.tolist() == ["tiny-digits"] and frame.trained.all()
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, size):
+        super().__init__()
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self):
+        return len(self.x) // self.size
+
+    def __getitem__(self, k):
+        part = slice(k * self.size, (k + 1) * self.size)
+        return self.x[part], self.y[part]
+
+
+def test_a_zoo_model_measures_one_hot_labels_from_a_stream_as_it_measures_ids():
+    # A stream passes CapsNet's label check; the compiled accuracy itself must read one-hot
+    # rows. With Keras' SparseCategoricalAccuracy, batches of 10 (= classes) broadcast them and
+    # ara-digits scored 7 % instead of 99.7 %.
+    from capszoo.data import load_splits, scale_and_resize_numpy
+
+    config = config_module.load_config("ara-digits")
+    x, y = load_splits(config).test
+    x = scale_and_resize_numpy(x[:60], config.data)
+    model = capszoo.load("ara-digits")
+    by_id = model.evaluate(_Batches(x, y[:60], 10), verbose=0, return_dict=True)
+    by_row = model.evaluate(_Batches(x, np.eye(10, dtype="float32")[y[:60]], 10), verbose=0, return_dict=True)
+    assert by_id["accuracy"] > 0.9
+    assert by_row == pytest.approx(by_id, rel=1e-6)
+
+
 def test_tampered_weights_are_refused(private_zoo):
     _, _, _, published = private_zoo
     weights = published / "model.weights.h5"

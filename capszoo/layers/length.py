@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from capszoo.ops import capsule_length
+from capszoo.ops import capsule_length, class_targets
 
 
 @keras.saving.register_keras_serializable(package="capszoo")
@@ -31,11 +31,8 @@ class Mask(keras.layers.Layer):
     def call(self, capsules, labels=None):
         n_classes = capsules.shape[1]
         if labels is None:
-            keep = ops.one_hot(ops.argmax(capsule_length(capsules), axis=-1), n_classes, dtype=capsules.dtype)
-        elif len(labels.shape) == 2 and labels.shape[-1] == n_classes and n_classes != 1:
-            keep = ops.cast(labels, capsules.dtype)
-        else:
-            keep = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), n_classes, dtype=capsules.dtype)
+            labels = ops.argmax(capsule_length(capsules), axis=-1)
+        keep = class_targets(labels, n_classes, capsules.dtype)
         masked = capsules * keep[:, :, None]
         return ops.reshape(masked, (-1, n_classes * capsules.shape[2]))
 
