@@ -323,6 +323,19 @@ def test_float16_weights_that_move_the_accuracy_are_refused_and_nothing_is_repla
         zoo.publish(tmp_path / "run", weights_dtype="int8")
 
 
+def test_publish_names_a_corrupt_metrics_file_and_replaces_nothing(private_zoo, capsys):
+    tmp_path, _, _, published = private_zoo
+    metrics, card = tmp_path / "run" / "metrics.json", (published / "card.json").read_text()
+    cases = [('{"name": "tiny-di', r"is not valid JSON \(Unterminated string"), ("[]", "is not a JSON object but list")]
+    for text, problem in cases:
+        metrics.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(str(metrics)) + " " + problem):
+            zoo.publish(tmp_path / "run")
+        assert main(["publish", str(tmp_path / "run")]) == 2
+        assert capsys.readouterr().err.startswith(f"capszoo publish: error: {metrics} ")
+    assert (published / "card.json").read_text() == card
+
+
 def test_publish_refuses_runs_of_another_recipe(private_zoo, tiny_config_path):
     tmp_path, _, _, _ = private_zoo
     train("tiny-digits", out_dir=tmp_path / "short", epochs=1, verbose=0)
