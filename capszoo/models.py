@@ -61,8 +61,9 @@ def check_labels(labels, num_classes, owner="capsnet"):
         low, high = labels.min(), labels.max()
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{owner}: labels contain NaN or inf values")
-        if (labels != np.round(labels)).any():
-            raise ValueError(f"{owner}: labels must be whole class ids, got {labels[labels != np.round(labels)][0]:g}")
+        fractions = labels[labels != np.round(labels)]
+        if fractions.size:
+            raise ValueError(f"{owner}: labels must be whole class ids, got {fractions[0]:g}")
         if low < 0 or high >= num_classes:
             raise ValueError(f"{owner}: labels must be class ids in [0, {num_classes}), "
                              f"got values in [{low:g}, {high:g}]")
