@@ -106,7 +106,8 @@ def load_arrays(data_config: DataConfig) -> Arrays:
         else:
             arrays = _load_tfds(name)
     _check_arrays(name, arrays)
-    return arrays
+    return dataclasses.replace(arrays, y_train=arrays.y_train.astype(np.int64),
+                               y_test=arrays.y_test.astype(np.int64))
 
 
 def _load_digits():
@@ -155,7 +156,7 @@ def _load_npz(name, folder, origin):
     source = {"kind": "npz", "path": str(path), "sha256": sha256_file(path), "layout": layout}
     if layout == "jpeg":
         source["note"] = "JPEG re-encoding (lossy): not the original pixels"
-    return Arrays(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), source)
+    return Arrays(x_train, y_train, x_test, y_test, source)  # labels are checked before their cast
 
 
 def decode_jpeg_array(buffer, offsets):
@@ -235,6 +236,12 @@ def _check_arrays(name, arrays):
             raise DataUnavailableError(f"{where}: x_{split} images are {x.shape[1:]}, {name} has {expected}")
         if y.shape != (len(x),):
             raise DataUnavailableError(f"{where}: y_{split} has shape {y.shape}, expected ({len(x)},)")
+        if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+            raise DataUnavailableError(f"{where}: y_{split} must be integer class ids, got dtype {y.dtype}")
+        if np.issubdtype(y.dtype, np.floating):  # a cast would truncate 2.5 to 2 and NaN to anything
+            bad = y[~(np.isfinite(y) & (y == np.round(y)))]
+            if bad.size:
+                raise DataUnavailableError(f"{where}: y_{split} labels must be whole class ids, got {bad[0]:g}")
         if len(y) and (y.min() < 0 or y.max() >= len(CLASS_NAMES[name])):
             raise DataUnavailableError(f"{where}: y_{split} labels must be 0..{len(CLASS_NAMES[name]) - 1}")
 

@@ -106,6 +106,30 @@ def test_wrong_shapes_and_dtypes_are_reported(tmp_path):
         load_arrays(config(data_dir=str(tmp_path)).data)
 
 
+@pytest.mark.parametrize("labels, message", [
+    (lambda y: y + 0.5, r"y_train labels must be whole class ids, got \d\.5"),
+    (lambda y: np.where(np.arange(len(y)) == 3, np.nan, y.astype(np.float32)), "must be whole class ids, got nan"),
+    (lambda y: y.astype(str), "must be integer class ids, got dtype <U"),
+    (lambda y: y > 4, "must be integer class ids, got dtype bool"),
+])
+def test_labels_that_a_cast_would_change_are_refused(tmp_path, labels, message):
+    arrays = mnist_like()
+    arrays["y_train"] = labels(arrays["y_train"])  # 9.5 would pass a range check after truncation to 9
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    with pytest.raises(DataUnavailableError, match=message):
+        load_arrays(config(data_dir=str(tmp_path)).data)
+
+
+def test_whole_float_labels_load_as_integers(tmp_path):
+    arrays = mnist_like()
+    expected = arrays["y_train"].copy()
+    arrays["y_train"] = expected.astype(np.float64)
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    loaded = load_arrays(config(data_dir=str(tmp_path)).data)
+    assert loaded.y_train.dtype == np.int64
+    np.testing.assert_array_equal(loaded.y_train, expected)
+
+
 def test_tfds_path_with_mocked_data(monkeypatch):
     import tensorflow_datasets as tfds
 
