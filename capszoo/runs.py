@@ -15,6 +15,17 @@ EARLIER_METRICS = "metrics-epoch-{:04d}.json"  # a resumed run's predecessor, by
 RUN_ACCOUNT = ("wall_time_s", "images_per_s", "hardware", "versions", "data_pipeline")
 
 
+def read_json_object(path, where, remedy):
+    """The JSON object in ``path``, or one ValueError that starts with ``where`` and ends with ``remedy``."""
+    try:
+        value = json.loads(Path(path).read_bytes())
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise ValueError(f"{where} is not valid JSON ({err}): {remedy}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is not a JSON object but {type(value).__name__}: {remedy}")
+    return value
+
+
 def archive_metrics(run):
     """Keep the metrics of the run that a resumed run continues, as ``metrics-epoch-NNNN.json``.
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from capszoo.config import SEARCH_DIMENSIONS, Config, SearchConfig, load_config
 from capszoo.routing.base import routing_parameters
+from capszoo.runs import read_json_object
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
 TUNING_VALIDATION_FRACTION = 0.1  # used when the base config holds out no validation split
@@ -263,6 +264,17 @@ def _project_dir(tuner_or_dir):
     raise ValueError(f"{path} holds several searches ({', '.join(p.name for p in projects)}): name one")
 
 
+def _read_trial(path):
+    """A trial.json as keras-tuner writes it, or one ValueError naming the file."""
+    remedy = "keras-tuner writes it whole; a search stopped while writing leaves it cut: delete that trial folder"
+    trial = read_json_object(path, f"the trial record {path}", remedy)
+    hyperparameters = trial.get("hyperparameters")
+    if not (isinstance(trial.get("trial_id"), str) and isinstance(hyperparameters, dict)
+            and isinstance(hyperparameters.get("values"), dict)):
+        raise ValueError(f"the trial record {path} lacks trial_id or hyperparameters.values: {remedy}")
+    return trial
+
+
 def _trial_rows(trials, objective):
     rows = []
     for data in trials:
@@ -294,7 +306,7 @@ def results_frame(tuner_or_dir, objective=None):
         trials = [t.get_state() for t in oracle.trials.values()]  # the same record as trial.json
     else:
         project = _project_dir(tuner_or_dir)
-        trials = [json.loads(p.read_text()) for p in sorted(project.glob("trial_*/trial.json"))]
+        trials = [_read_trial(path) for path in sorted(project.glob("trial_*/trial.json"))]
         if not objective:  # the files do not record it: the default, as the trials logged it
             logged = {name for data in trials for name in data.get("metrics", {}).get("metrics", {})}
             default = SearchConfig().objective
@@ -315,7 +327,7 @@ def load_trial(config, tuner_or_dir, trial_id):
     folder = project / f"trial_{trial_id}"
     if not (folder / "trial.json").is_file():
         raise ValueError(f"{project} has no trial {trial_id!r}")
-    values = json.loads((folder / "trial.json").read_text())["hyperparameters"]["values"]
+    values = _read_trial(folder / "trial.json")["hyperparameters"]["values"]
     weights = folder / "checkpoint.weights.h5"
     if not weights.is_file():
         raise ValueError(f"trial {trial_id} in {project} has no weights (it did not finish an epoch)")

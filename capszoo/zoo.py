@@ -23,7 +23,14 @@ from pathlib import Path
 from capszoo.config import load_config, zoo_names
 from capszoo.data import sha256_file
 from capszoo.routing.base import routing_parameters
-from capszoo.runs import RUN_ACCOUNT, check_weights_dtype, load_weights_checked, save_weights, training_runs
+from capszoo.runs import (
+    RUN_ACCOUNT,
+    check_weights_dtype,
+    load_weights_checked,
+    read_json_object,
+    save_weights,
+    training_runs,
+)
 
 ENV_WEIGHTS_DIR = "CAPSZOO_WEIGHTS_DIR"
 WEIGHTS_FILE = "model.weights.h5"
@@ -71,22 +78,11 @@ def read_card(name):
 def _parse_card(path, name):
     where = f"the model card {path} of {name!r}"
     remedy = "restore it (a source checkout: `git checkout -- saved_models`) or publish the entry again"
-    card = _json_object(path, where, remedy)
+    card = read_json_object(path, where, remedy)
     missing = [key for key in CARD_KEYS if key not in card]
     if missing:
         raise ValueError(f"{where} lacks {', '.join(missing)}, so it was not written by publish: {remedy}")
     return card
-
-
-def _json_object(path, where, remedy):
-    """The JSON object in ``path``, or one ValueError that starts with ``where`` and ends with ``remedy``."""
-    try:
-        value = json.loads(Path(path).read_bytes())
-    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        raise ValueError(f"{where} is not valid JSON ({err}): {remedy}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where} is not a JSON object but {type(value).__name__}: {remedy}")
-    return value
 
 
 def _machine(run):
@@ -271,7 +267,7 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     metrics_path, weights_path = run_dir / "metrics.json", run_dir / WEIGHTS_FILE
     if not metrics_path.is_file() or not weights_path.is_file():
         raise ValueError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS_FILE})")
-    metrics = _json_object(metrics_path, str(metrics_path), "training writes it whole, so it was changed since; "
+    metrics = read_json_object(metrics_path, str(metrics_path), "training writes it whole, so it was changed since; "
                                                             "train or resume the run again")
     config = load_config(run_dir / "config.toml")
     name = name or metrics["name"]

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,6 +157,28 @@ def test_markdown_pivot_in_the_papers_layout():
         "| depth \\ lam | 0.001 | 3 |", "|---|---|---|", "| 2 | 10.00 | 90.00 |", "| 3 | 12.00 | 80.00 |"]
     with pytest.raises(ValueError, match="no 'iterations' hyperparameter"):
         tuning.pivot(frame, rows="iterations")
+
+
+@pytest.mark.parametrize("record, message", [
+    (b'{"trial_id": "00", "hyperparameters": {"val', r"is not valid JSON"),
+    (b"[1, 2]", r"is not a JSON object but list"),
+    (b'{"trial_id": "00", "status": "COMPLETED"}', r"lacks trial_id or hyperparameters.values"),
+    (b'{"trial_id": "00", "hyperparameters": [1]}', r"lacks trial_id or hyperparameters.values"),
+])
+def test_a_cut_or_foreign_trial_record_gets_one_error_naming_its_file(search_config, tmp_path, record, message):
+    good = {"trial_id": "01", "hyperparameters": {"values": {"lam": 1.0}}, "status": "COMPLETED",
+            "metrics": {"metrics": {"val_accuracy": {"observations": [{"value": [0.5]}]}}}}
+    project = tmp_path / "tune" / "search"
+    for trial, text in (("00", record), ("01", json.dumps(good).encode())):
+        (project / f"trial_{trial}").mkdir(parents=True)
+        (project / f"trial_{trial}" / "trial.json").write_bytes(text)
+    bad = re.escape(str(project / "trial_00" / "trial.json"))
+    with pytest.raises(ValueError, match=f"the trial record {bad} {message}.*delete that trial folder"):
+        tuning.results_frame(tmp_path / "tune")
+    with pytest.raises(ValueError, match=f"the trial record {bad} {message}"):
+        tuning.load_trial(search_config, tmp_path / "tune", "00")
+    (project / "trial_00" / "trial.json").unlink()  # the remedy: the rest of the search reads again
+    assert tuning.results_frame(tmp_path / "tune").val_accuracy.tolist() == [0.5]
 
 
 # ---- real (tiny) searches ----
