@@ -145,18 +145,37 @@ def load_trained(spec, weights=None):
 
 
 def load_image(path, input_shape):
-    """An image file -> float32 ``input_shape`` in [0, 1] (channels converted, bilinear resize)."""
+    """An image file -> float32 ``input_shape`` in [0, 1] (channels converted, bilinear resize).
+
+    16-bit grayscale is scaled by 65535, not clipped to 255. Images with transparent pixels are
+    refused: what lies under them (often black, the zoo's background too) is not what a viewer
+    sees, and a guess would classify a different picture silently.
+    """
     from PIL import Image, UnidentifiedImageError
 
     height, width, channels = input_shape
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image.load()
+            transparency = "A" in image.getbands() or "transparency" in image.info
+            if transparency and np.asarray(image.convert("RGBA"))[..., 3].min() < 255:
+                raise ValueError(f"{path} has transparent pixels: flatten it onto the background you mean "
+                                 "(the zoo's datasets have opaque images, MNIST's light digits on black)")
+            # 16-bit grayscale ("I" from Pillow before 10 too; PNG has no 32-bit): "L" would clip it at 255
+            if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+                image, white = Image.fromarray(np.asarray(image, dtype=np.float32)), 65535.0
+            elif image.mode in ("I", "F"):
+                raise ValueError(f"{path} holds {'32-bit integer' if image.mode == 'I' else 'floating-point'} "
+                                 "pixels with no fixed white level: save it as an 8- or 16-bit PNG or a JPEG")
+            else:
+                image, white = image.convert("L" if channels == 1 else "RGB"), 255.0
             if image.size != (width, height):
                 image = image.resize((width, height), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
+            array = np.asarray(image, dtype=np.float32) / white
     except FileNotFoundError:
         raise ValueError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path} is not a readable PNG/JPEG image ({type(err).__name__})") from None
-    return array.reshape(height, width, channels)
+    if array.ndim == 2:  # grayscale: one channel, or the same value in each of a colour model's three
+        array = np.repeat(array[..., None], channels, axis=-1)
+    return array

@@ -71,3 +71,52 @@ def test_predict_rejects_unreadable_images_and_mismatched_weights(tiny_config_pa
     corrupt.write_bytes((run / "model.weights.h5").read_bytes()[:500])
     assert main(["eval", str(run), "--weights", str(corrupt)]) == 2
     assert "cannot load weights" in capsys.readouterr().err
+
+
+def _image_file(tmp_path, name, array, **save):
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.fromarray(array).save(path, **save)
+    return path
+
+
+def test_load_image_scales_8_and_16_bit_by_their_own_white(tmp_path):
+    import numpy as np
+
+    from capszoo.runs import load_image
+
+    rng = np.random.default_rng(0)
+    deep = rng.integers(0, 65536, (28, 28), dtype=np.uint16)
+    for shape in ((28, 28, 1), (28, 28, 3)):
+        loaded = load_image(_image_file(tmp_path, "deep.png", deep), shape)
+        assert loaded.dtype == np.float32 and loaded.shape == shape
+        np.testing.assert_allclose(loaded, np.repeat(deep[..., None] / 65535.0, shape[2], axis=-1), atol=1e-6)
+    gray = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    np.testing.assert_allclose(load_image(_image_file(tmp_path, "gray.png", gray), (28, 28, 1))[..., 0],
+                               gray / 255.0, atol=1e-6)
+    opaque = np.dstack([gray, gray, gray, np.full_like(gray, 255)])  # an alpha channel that hides nothing
+    np.testing.assert_allclose(load_image(_image_file(tmp_path, "opaque.png", opaque), (28, 28, 3)),
+                               np.dstack([gray] * 3) / 255.0, atol=1e-6)
+
+
+def test_load_image_refuses_pixels_it_would_have_to_guess(tmp_path):
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from capszoo.runs import load_image
+
+    stroke = np.zeros((28, 28, 4), np.uint8)
+    stroke[10:18, 12:16, 3] = 255  # a canvas drawing: black strokes on a transparent background
+    palette = Image.fromarray(np.zeros((28, 28), np.uint8)).convert("P")
+    palette.save(tmp_path / "palette.png", transparency=0)
+    for path, message in [
+        (_image_file(tmp_path, "canvas.png", stroke), "has transparent pixels: flatten it onto the background"),
+        (tmp_path / "palette.png", "has transparent pixels"),
+        (_image_file(tmp_path, "float.tiff", np.full((28, 28), 0.5, np.float32)), "holds floating-point pixels"),
+        (_image_file(tmp_path, "wide.tiff", np.full((28, 28), 70000, np.int32)), "holds 32-bit integer pixels"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+            load_image(path, (28, 28, 1))
