@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -107,8 +108,7 @@ def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=
         raise ValueError(f"version must be an integer >= 1 (TF Serving's numbered folders), got {version!r}")
     model, default_name = _resolve_model(model_or_name, weights)
     name = name or default_name
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"invalid model name for TF Serving: {name!r}")
+    check_serving_name(name, "give another name (--name NAME)" if name == default_name else "")
     target = Path(base_dir) / name / str(version)
     if target.exists() and not overwrite:
         raise ValueError(f"{target} already exists: choose another --version, or pass --overwrite")
@@ -133,6 +133,19 @@ def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=
     return target
 
 
+SERVING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_serving_name(name, remedy=""):
+    """A model name TF Serving can take as written: its folder, a quoted string in
+    ``models.config`` and the ``/v1/models/NAME`` URL segment. Quotes or backslashes would break
+    the config's text format; spaces, slashes or a leading dot the URL or the folder layout."""
+    if not isinstance(name, str) or not SERVING_NAME.fullmatch(name):
+        hint = f": {remedy}" if remedy else ""
+        raise ValueError(f"invalid model name for TF Serving: {name!r} (letters, digits, '.', '_' and '-', "
+                         f"not starting with '.', '_' or '-'){hint}")
+
+
 def write_models_config(models_dir, base_path="/models"):
     """Write ``models_dir/models.config`` (TF Serving's ``model_config_list``) for every model in it.
 
@@ -140,10 +153,16 @@ def write_models_config(models_dir, base_path="/models"):
     ``base_path`` is where ``models_dir`` is mounted in the serving container.
     """
     models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise ValueError(f"{models_dir} is not a folder of exported models (NAME/VERSION/saved_model.pb)")
     names = sorted(p.name for p in models_dir.iterdir() if p.is_dir() and any(
         v.name.isdigit() and (v / "saved_model.pb").is_file() for v in p.iterdir() if v.is_dir()))
     if not names:
         raise ValueError(f"no exported models under {models_dir} (expected NAME/VERSION/saved_model.pb)")
+    for name in names:
+        check_serving_name(name, f"rename the folder {models_dir / name}")
+    if any(c in base_path for c in '"\\\n'):
+        raise ValueError(f"base path {base_path!r} holds a quote, backslash or newline, which models.config cannot")
     entries = "".join(
         f'  config {{\n    name: "{n}"\n    base_path: "{base_path.rstrip("/")}/{n}"\n'
         f'    model_platform: "tensorflow"\n  }}\n' for n in names)

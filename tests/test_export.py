@@ -157,6 +157,10 @@ def test_versions_are_not_overwritten_and_failures_leave_nothing(tmp_path, monke
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1"]
     with pytest.raises(ValueError, match="version must be an integer >= 1"):
         export_saved_model(model, tmp_path, version=0)
+    for bad in ("../m", ".m", "-m", 'a"b', "a b", "a\\b", "m/1", "m\n"):
+        with pytest.raises(ValueError, match="invalid model name for TF Serving"):
+            export_saved_model(model, tmp_path, name=bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
 def test_models_config_and_example_requests(exported, tmp_path):
@@ -167,6 +171,16 @@ def test_models_config_and_example_requests(exported, tmp_path):
         assert f'name: "{name}"\n    base_path: "/models/{name}"' in text
     with pytest.raises(ValueError, match="no exported models"):
         write_models_config(tmp_path)
+    with pytest.raises(ValueError, match="is not a folder of exported models"):
+        write_models_config(tmp_path / "missing")
+    with pytest.raises(ValueError, match="holds a quote, backslash or newline"):
+        write_models_config(base, base_path='/models"x')
+    foreign = tmp_path / "foreign"
+    (foreign / 'a"b' / "1").mkdir(parents=True)  # a quote would end the name's string in the text format
+    (foreign / 'a"b' / "1" / "saved_model.pb").touch()
+    with pytest.raises(ValueError, match="invalid model name for TF Serving: 'a\"b'.*rename the folder"):
+        write_models_config(foreign)
+    assert not (foreign / "models.config").exists()
     body = example_request(image_bytes=[b"\x89PNG"])
     assert body == {"signature_name": "predict_image_bytes",
                     "instances": [{"image_bytes": {"b64": base64.b64encode(b"\x89PNG").decode()}}]}
