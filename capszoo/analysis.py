@@ -30,7 +30,7 @@ from keras import ops
 
 from capszoo.ops import routing_energy
 from capszoo.routing import DynamicRouting
-from capszoo.routing.base import check_iterations
+from capszoo.routing.base import check_count, check_iterations
 
 NEAR = 0.01  # a coupling within this of 0 or 1 counts as polarized
 
@@ -55,8 +55,8 @@ def trace_predictions(predictions, iterations):
     ``û_j|i = W_ij · 1`` are exactly the given vectors; the states are stacked over the batch.
     """
     predictions = np.asarray(predictions, dtype="float32")
-    if predictions.ndim != 4:
-        raise ValueError(f"predictions must be (batch, n_in, n_out, d), got shape {predictions.shape}")
+    if predictions.ndim != 4 or 0 in predictions.shape:
+        raise ValueError(f"predictions must be (batch, n_in, n_out, d), none of them 0, got shape {predictions.shape}")
     routing = DynamicRouting(iterations)
     states = []
     for example in predictions:
@@ -81,6 +81,8 @@ def model_trace(model, images, iterations=20, layer=-1):
     """Dynamic-routing state of a CapsNet's capsule layer ``layer`` (default: the class capsules)
     on ``images``, routed for ``iterations``."""
     check_iterations(iterations)  # before the forward pass
+    if len(images) == 0:
+        raise ValueError("model_trace needs at least one image, got none")
     capsule_layer, inputs = _layer_inputs(model, images, layer)
     return trace_layer(capsule_layer, inputs, iterations)
 
@@ -128,6 +130,8 @@ def plot_energy(frame, path, title="Routing energy Ψ(C) per iteration"):
 def random_predictions(batch=1, n_in=64, n_out=3, dim=2, seed=0, clusters=True):
     """Random predictions ``(batch, n_in, n_out, dim)``. With ``clusters``, each output capsule's
     predictions scatter around a random centre, so that routing has agreement to find."""
+    sizes = {"batch": batch, "n_in": n_in, "n_out": n_out, "dim": dim}
+    batch, n_in, n_out, dim = (check_count(f"random predictions: {name}", value) for name, value in sizes.items())
     rng = np.random.default_rng(seed)
     noise = rng.normal(scale=0.5, size=(batch, n_in, n_out, dim))
     if not clusters:
@@ -186,6 +190,7 @@ def polarization(state):
 
 def top_couplings(state, labels, top=50):
     """The ``top`` largest final couplings c_ij into each example's correct class capsule j."""
+    top = check_count("top_couplings: top", top)
     final = state["couplings"][-1]  # (batch, n_in, n_out)
     labels = np.asarray(labels).astype(int)
     into_label = final[np.arange(len(labels)), :, labels]  # (batch, n_in)

@@ -43,6 +43,16 @@ def cmd_demo(args):
     return 0
 
 
+def _count(text):
+    """argparse type for counts: an integer >= 1 (argparse names the option in the error)."""
+    from capszoo.routing.base import check_count
+
+    try:
+        return check_count("a count", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+
+
 def _demo_figure(images, labels, scores, path):
     import matplotlib
 
@@ -289,7 +299,7 @@ def build_parser():
                                description="Load the bundled ara-digits zoo model, evaluate it on the held-out "
                                            "scikit-learn digits, print a per-class table and a few predictions, "
                                            "and write a PNG of examples with their class-capsule lengths.")
-    demo.add_argument("--images", type=int, default=8, help="examples to show (default 8)")
+    demo.add_argument("--images", type=_count, default=8, help="examples to show (default 8)")
     demo.add_argument("--out", default="capszoo-demo.png", help="PNG to write (default capszoo-demo.png)")
     demo.set_defaults(func=cmd_demo)
 
@@ -345,9 +355,9 @@ def build_parser():
                     "and the depth x λ table.")
     tune.add_argument("config", metavar="CONFIG_OR_NAME", help="a .toml config with a [search] table")
     tune.add_argument("--tuner", choices=["grid", "random", "bayesian", "hyperband"], default="random")
-    tune.add_argument("--max-trials", type=int, default=10, help="trials at most (not hyperband; default 10)")
-    tune.add_argument("--epochs", type=int, default=2, help="epochs per trial (hyperband: the most; default 2)")
-    tune.add_argument("--subset", type=int, help="use only the first K training examples")
+    tune.add_argument("--max-trials", type=_count, default=10, help="trials at most (not hyperband; default 10)")
+    tune.add_argument("--epochs", type=_count, default=2, help="epochs per trial (hyperband: the most; default 2)")
+    tune.add_argument("--subset", type=_count, help="use only the first K training examples")
     tune.add_argument("--directory", default="tuning", help="keras-tuner directory (default tuning/)")
     tune.add_argument("--resume", action="store_true", help="continue the search already in --directory")
     tune.add_argument("--overwrite", action="store_true", help="discard the search already in --directory")
@@ -378,13 +388,13 @@ def build_parser():
     analyze.add_argument("--out", default="analysis", help="folder for the PNG and CSV (default analysis/)")
     analyze.add_argument("--iterations", type=int, default=None,
                          help="routing iterations (default 20; couplings: 3)")
-    analyze.add_argument("--images", type=int, default=32, help="test images (or random examples) to use")
+    analyze.add_argument("--images", type=_count, default=32, help="test images (or random examples) to use")
     analyze.add_argument("--layer", type=int, default=-1, help="capsule layer to trace (default -1: the classes)")
     analyze.add_argument("--random", action="store_true", help="energy on random predictions instead of a model")
-    analyze.add_argument("--inputs", type=int, default=64, help="random predictions: input capsules (default 64)")
-    analyze.add_argument("--outputs", type=int, default=3, help="random predictions: output capsules (default 3)")
-    analyze.add_argument("--dim", type=int, default=8, help="random predictions for energy: dimension (default 8)")
-    analyze.add_argument("--top", type=int, default=50, help="couplings: the largest N per image (default 50)")
+    analyze.add_argument("--inputs", type=_count, default=64, help="random predictions: input capsules (default 64)")
+    analyze.add_argument("--outputs", type=_count, default=3, help="random predictions: output capsules (default 3)")
+    analyze.add_argument("--dim", type=_count, default=8, help="random predictions for energy: dimension (default 8)")
+    analyze.add_argument("--top", type=_count, default=50, help="couplings: the largest N per image (default 50)")
     analyze.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4], help="gradients: capsule layers")
     analyze.add_argument("--routings", nargs="+", default=["dynamic", "adaptive_lambda"], help="gradients: routings")
     analyze.add_argument("--seed", type=int, default=0)

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from capszoo.config import DATASET_SHAPES, Config, DataConfig
+from capszoo.routing.base import check_count
 
 ENV_DATA_DIR = "CAPSZOO_DATA_DIR"
 ENV_PIPELINE = "CAPSZOO_PIPELINE"
@@ -464,6 +465,7 @@ def load_splits(config: Config) -> Splits:
 def sample(config: Config, count, split="test"):
     """The first ``count`` examples of a split, preprocessed for the model (no augmentation):
     ``(images float32, labels int32)`` as NumPy arrays."""
+    check_count("sample: count (images)", count)  # before loading the dataset
     splits = load_splits(config)
     arrays = {"test": splits.test, "validation": splits.validation, "train": splits.train}.get(split)
     if arrays is None:

@@ -33,7 +33,7 @@ import keras_tuner
 import numpy as np
 
 from capszoo.config import SEARCH_DIMENSIONS, Config, SearchConfig, load_config
-from capszoo.routing.base import routing_parameters
+from capszoo.routing.base import check_count, routing_parameters
 from capszoo.runs import read_json_object
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
@@ -43,12 +43,14 @@ TUNING_VALIDATION_FRACTION = 0.1  # used when the base config holds out no valid
 def tuning_config(config, subset=None):
     """The base config a search runs from: ``config`` with a validation split (the objective is
     measured on it; the test split is never used) and, if given, only ``subset`` training examples."""
+    if subset is not None:  # 0 would be falsy: all the data, silently
+        subset = check_count("tuning subset (--subset)", subset)
     config = load_config(config)
     changes = {}
     if config.data.validation_fraction == 0:
         changes["validation_fraction"] = TUNING_VALIDATION_FRACTION
     if subset:
-        changes["train_subset"] = int(subset)
+        changes["train_subset"] = subset
     return config.replace(data=changes) if changes else config
 
 
@@ -191,11 +193,17 @@ def best_epoch_metrics(history: dict, objective: str) -> dict:
     return result
 
 
+def _check_budget(max_trials, epochs):
+    return (check_count("tuning max_trials (--max-trials)", max_trials),
+            check_count("tuning epochs (--epochs)", epochs))
+
+
 def make_tuner(config, tuner="random", max_trials=10, epochs=2, directory="tuning", project_name=None,
                overwrite=False, seed=None, progress=None):
     """A keras-tuner tuner by name (``grid``, ``random``, ``bayesian``, ``hyperband``) over the
     config's search space, maximising ``search.objective`` (``val_accuracy``; see
     :func:`logged_objective`)."""
+    max_trials, epochs = _check_budget(max_trials, epochs)
     config = load_config(config)
     if tuner not in TUNERS:
         raise ValueError(f"unknown tuner {tuner!r}; choose one of {', '.join(TUNERS)}")
@@ -231,6 +239,7 @@ def search(config, tuner="random", max_trials=10, epochs=2, subset=None, directo
     """
     from capszoo.data import load_splits, make_dataset, steps_per_epoch
 
+    _check_budget(max_trials, epochs)  # before the data loads
     base = tuning_config(config, subset)
     project = Path(directory) / (project_name or base.name)
     exists = (project / "oracle.json").is_file() or (project / "tuner0.json").is_file()

@@ -70,6 +70,24 @@ def test_model_trace_routes_a_trained_layer_and_checks_its_arguments():
         analysis.model_trace(model, images(2), iterations=0)
     with pytest.raises(ValueError, match=r"predictions must be \(batch, n_in, n_out, d\)"):
         analysis.trace_predictions(np.zeros((3, 4, 2)), 3)
+    with pytest.raises(ValueError, match="model_trace needs at least one image"):
+        analysis.model_trace(model, images(0))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: analysis.random_predictions(2, n_in=5, dim=0), "random predictions: dim must be an integer >= 1, got 0"),
+    (lambda: analysis.random_predictions(0, n_in=5), "random predictions: batch must be"),
+    (lambda: analysis.random_predictions(1, n_in=0), "random predictions: n_in must be"),
+    (lambda: analysis.random_predictions(1, n_out=2.5), "random predictions: n_out must be"),
+    (lambda: analysis.trace_predictions(np.zeros((0, 4, 3, 2)), 3), r"none of them 0, got shape \(0, 4, 3, 2\)"),
+    (lambda: analysis.trace_predictions(np.zeros((1, 4, 3, 0)), 3), r"none of them 0"),
+    (lambda: analysis.top_couplings({"couplings": np.full((1, 1, 4, 3), 1 / 3)}, [0], top=0), "top must be"),
+])
+def test_empty_sizes_are_refused_not_routed_to_nan_or_a_deep_error(call, message):
+    """Each of these once gave a TensorFlow slice error, an IndexError, or energies of 0.0 and
+    NaN polarizations written to the CSV as if measured."""
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 def test_conv_gradient_agrees_with_a_finite_difference():

@@ -57,6 +57,20 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, args, message):
     assert len(err) == 1 and re.search(message, err[0]), err
 
 
+@pytest.mark.parametrize("args", [
+    ["demo", "--images", "0"],  # once a matplotlib error halfway through the output; -2 drew a wrong figure
+    ["analyze", "energy", "--random", "--dim", "0"],
+    ["analyze", "couplings", "ara-digits", "--top", "-3"],
+    ["tune", "ara-digits", "--subset", "0"],
+    ["tune", "ara-digits", "--max-trials", "x"],
+])
+def test_counts_below_one_are_refused_by_the_parser(capsys, args):
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2
+    assert f"error: argument {args[-2]}: must be an integer >= 1, got '{args[-1]}'" in capsys.readouterr().err
+
+
 def test_predict_rejects_unreadable_images_and_mismatched_weights(tiny_config_path, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(tiny_config_path), "--out", str(run), "--epochs", "1", "--verbose", "0"]) == 0

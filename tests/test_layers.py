@@ -1,3 +1,5 @@
+import numbers
+
 import keras
 import numpy as np
 import pytest
@@ -87,6 +89,16 @@ def test_primary_capsule_rejects_wrong_input_rank():
 def test_capsule_layer_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         CapsuleLayer(**kwargs)
+
+
+def test_capsule_sizes_from_numpy_are_plain_ints():
+    """Sizes read from an array (np.int64) are counts like any other; the config holds ints."""
+    layer, primary = CapsuleLayer(np.int64(3), np.int32(4)), PrimaryCapsule(np.int64(2), np.int16(4), kernel_size=3)
+    assert (layer.capsules, layer.capsule_dim, primary.capsule_types, primary.capsule_dim) == (3, 4, 2, 4)
+    assert all(type(value) is int for value in (*layer.get_config().values(), *primary.get_config().values())
+               if isinstance(value, numbers.Integral) and not isinstance(value, bool))
+    with pytest.raises(ValueError, match=r"PrimaryCapsule capsule_dim must be an integer >= 1, got np.int64\(0\)"):
+        PrimaryCapsule(2, np.int64(0), kernel_size=3)
 
 
 def test_length_and_mask():

@@ -181,6 +181,26 @@ def test_a_cut_or_foreign_trial_record_gets_one_error_naming_its_file(search_con
     assert tuning.results_frame(tmp_path / "tune").val_accuracy.tolist() == [0.5]
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(subset=0), r"tuning subset \(--subset\) must be an integer >= 1, got 0"),  # 0 once meant all the data
+    (dict(subset=-5), r"tuning subset \(--subset\) must be an integer >= 1, got -5"),
+    (dict(max_trials=0), r"tuning max_trials \(--max-trials\) must be an integer >= 1, got 0"),
+    (dict(epochs=0), r"tuning epochs \(--epochs\) must be an integer >= 1, got 0"),
+    (dict(epochs=1.5), r"tuning epochs \(--epochs\) must be an integer >= 1, got 1.5"),
+])
+def test_a_search_budget_below_one_is_refused_before_the_data_loads(search_config, tmp_path, monkeypatch, kwargs,
+                                                                     message):
+    import capszoo.data
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("the data was loaded before the arguments were checked")
+
+    monkeypatch.setattr(capszoo.data, "load_splits", unreachable)
+    with pytest.raises(ValueError, match=message):
+        tuning.search(search_config, "grid", directory=tmp_path / "tune", **kwargs)
+    assert not (tmp_path / "tune").exists()
+
+
 # ---- real (tiny) searches ----
 
 def test_grid_search_runs_every_point_once_and_exports_the_best(search_config, tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from capszoo.routing import RoutingStrategy, get_routing, serialize_routing
+from capszoo.routing.base import check_count
 
 
 @keras.saving.register_keras_serializable(package="capszoo")
@@ -31,11 +32,8 @@ class CapsuleLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("capsules", capsules), ("capsule_dim", capsule_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"CapsuleLayer {name} must be an integer >= 1, got {value!r}")
-        self.capsules = capsules
-        self.capsule_dim = capsule_dim
+        self.capsules = check_count("CapsuleLayer capsules", capsules)
+        self.capsule_dim = check_count("CapsuleLayer capsule_dim", capsule_dim)
         self.routing: RoutingStrategy = get_routing(routing)
         # Small normal weights, the usual choice of public CapsNet implementations: the papers
         # do not give an initialiser.

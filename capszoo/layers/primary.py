@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from capszoo.ops import squash
+from capszoo.routing.base import check_count
 
 
 def convolve(conv, inputs):
@@ -41,11 +42,8 @@ class PrimaryCapsule(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("capsule_types", capsule_types), ("capsule_dim", capsule_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"PrimaryCapsule {name} must be an integer >= 1, got {value!r}")
-        self.capsule_types = capsule_types
-        self.capsule_dim = capsule_dim
+        self.capsule_types = check_count("PrimaryCapsule capsule_types", capsule_types)
+        self.capsule_dim = check_count("PrimaryCapsule capsule_dim", capsule_dim)
         self.kernel_size = kernel_size
         self.strides = strides
         self.padding = padding

@@ -81,10 +81,15 @@ def serialize_routing(strategy):
     return {"name": strategy.name, "config": strategy.get_config()}
 
 
+def check_count(name, value):
+    """``value`` as an int if it is an integer >= 1 (NumPy's too, bools not), else one ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def check_iterations(iterations):
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
-        raise ValueError(f"routing iterations must be an integer >= 1, got {iterations!r}")
-    return int(iterations)
+    return check_count("routing iterations", iterations)
 
 
 def check_positive(name, value):
