@@ -276,14 +276,13 @@ def _env():
     return {**env, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def _trial_states(project):
-    states = {}
-    for path in project.glob("trial_*/trial.json"):
-        try:
-            states[path.parent.name] = json.loads(path.read_text())["status"]
-        except (json.JSONDecodeError, KeyError):  # keras-tuner is writing it right now
-            continue
-    return states
+def _ended_trials(project):
+    """The trials ``oracle.json`` records as ended (its ``end_order``), as folder names."""
+    try:
+        ended = json.loads((project / "oracle.json").read_text())["end_order"]
+    except (OSError, json.JSONDecodeError, KeyError):  # not written yet, or being written right now
+        return set()
+    return {f"trial_{trial_id}" for trial_id in ended}
 
 
 def test_cli_search_killed_mid_run_resumes_where_it_stopped(search_config, tmp_path):
@@ -292,10 +291,12 @@ def test_cli_search_killed_mid_run_resumes_where_it_stopped(search_config, tmp_p
     first = subprocess.Popen(_cli(*args), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True)
     deadline = time.time() + 900  # bounds a hang only: on a loaded 2-core machine the first trial took > 240 s
-    while _trial_states(project).get("trial_00") != "COMPLETED":
+    # A trial is done once the oracle has saved it as ended: keras-tuner writes trial.json first and
+    # oracle.json after, and a kill between the two leaves the trial to run again on resume.
+    while "trial_00" not in _ended_trials(project):
         assert first.poll() is None and time.time() < deadline, "the search ended or hung before its first trial"
         time.sleep(0.1)
-    done_before = {t for t, s in _trial_states(project).items() if s == "COMPLETED"}
+    done_before = _ended_trials(project)
     kept = {t: (project / t / "trial.json").read_text() for t in done_before}
     first.send_signal(signal.SIGKILL)
     first.wait()
