@@ -296,10 +296,10 @@ def test_cli_search_killed_mid_run_resumes_where_it_stopped(search_config, tmp_p
     while "trial_00" not in _ended_trials(project):
         assert first.poll() is None and time.time() < deadline, "the search ended or hung before its first trial"
         time.sleep(0.1)
-    done_before = _ended_trials(project)
-    kept = {t: (project / t / "trial.json").read_text() for t in done_before}
     first.send_signal(signal.SIGKILL)
     first.wait()
+    done_before = _ended_trials(project)  # after the kill: a trial may end between the check and the kill
+    kept = {t: (project / t / "trial.json").read_text() for t in done_before}
     assert len(done_before) < 4
 
     refused = subprocess.run(_cli(*args), cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
