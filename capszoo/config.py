@@ -24,13 +24,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from capszoo.routing import available_routings, get_routing
-from capszoo.routing.base import _REGISTRY, routing_parameters
+from capszoo.routing.base import _REGISTRY, check_count, routing_parameters
 
 
 def _positive_int(key, value, section="model", minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{section}.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_count(f"{section}.{key}", value, minimum)
 
 
 def _int_tuple(key, value, length=None, section="model"):

@@ -49,7 +49,7 @@ def tuning_config(config, subset=None):
     changes = {}
     if config.data.validation_fraction == 0:
         changes["validation_fraction"] = TUNING_VALIDATION_FRACTION
-    if subset:
+    if subset is not None:
         changes["train_subset"] = subset
     return config.replace(data=changes) if changes else config
 

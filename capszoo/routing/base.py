@@ -81,10 +81,10 @@ def serialize_routing(strategy):
     return {"name": strategy.name, "config": strategy.get_config()}
 
 
-def check_count(name, value):
-    """``value`` as an int if it is an integer >= 1 (NumPy's too, bools not), else one ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def check_count(name, value, minimum=1):
+    """``value`` as an int if it is an integer >= ``minimum`` (NumPy's too, bools not), else one ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
