@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import numbers
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -562,12 +563,53 @@ def zoo_names():
     return sorted(p.stem for p in zoo_configs_dir().glob("*.toml"))
 
 
+def zoo_entry_file(text):
+    """``zoo_configs/NAME.toml`` when ``text`` is the bare name of a zoo entry, else None.
+
+    A bare name is a ``str`` with no folder part and no ``.toml`` suffix (a ``pathlib.Path`` is a
+    path, whatever it holds). It means the entry even where the current folder holds a file or
+    folder of that name (a run folder ``ara-digits/``, say): write ``./ara-digits`` for those."""
+    if not isinstance(text, str) or not text or text.endswith(".toml"):
+        return None
+    if any(sep and sep in text for sep in ("/", os.sep, os.altsep)):
+        return None
+    entry = zoo_configs_dir() / f"{text}.toml"
+    return entry if entry.is_file() else None
+
+
+def _unknown_name(text, what, detail=""):
+    """``what {text!r}`` unknown, with the zoo entries closest to it."""
+    import difflib
+
+    names = zoo_names()
+    close = difflib.get_close_matches(text, names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
+    return ValueError(f"unknown {what} {text!r}{detail}{hint}")
+
+
+def zoo_entry_config(name):
+    """The :class:`Config` of the zoo entry ``name``, never of a file or folder of that name;
+    an unknown name raises ``ValueError`` with close matches."""
+    entry = zoo_entry_file(name)
+    if entry is None:
+        if isinstance(name, str) and not name.strip():
+            raise ValueError(f"empty zoo entry name {name!r}: capszoo.list_models() lists them")
+        raise _unknown_name(str(name), "zoo entry")
+    return Config.from_toml(entry)
+
+
 def load_config(name_or_path):
-    """A :class:`Config` from a ``.toml`` path, a run folder holding ``config.toml``, or the name
-    of a zoo entry (``zoo_configs/NAME.toml``)."""
+    """A :class:`Config` from the name of a zoo entry (``zoo_configs/NAME.toml``), a ``.toml``
+    path, or a run folder holding ``config.toml``. A bare entry name wins over a file or folder
+    of that name in the current folder (see :func:`zoo_entry_file`)."""
     if isinstance(name_or_path, Config):
         return name_or_path
     text = str(name_or_path)
+    if not text.strip():
+        raise ValueError(f"empty model name {text!r}: give a zoo entry name, a .toml config or a run folder")
+    entry = zoo_entry_file(name_or_path)
+    if entry is not None:
+        return Config.from_toml(entry)
     path = Path(text)
     if path.is_dir():  # a run folder (or an exported best trial): its config.toml
         if not (path / "config.toml").is_file():
@@ -577,15 +619,7 @@ def load_config(name_or_path):
         if not path.is_file():
             raise ValueError(f"config file {text} does not exist")
         return Config.from_toml(path)
-    entry = zoo_configs_dir() / f"{text}.toml"
-    if entry.is_file():
-        return Config.from_toml(entry)
-    import difflib
-
-    names = zoo_names()
-    close = difflib.get_close_matches(text, names, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
-    raise ValueError(f"unknown model or config {text!r} (not a .toml file nor a zoo entry){hint}")
+    raise _unknown_name(text, "model or config", " (not a .toml file nor a zoo entry)")
 
 
 def _toml_value(value):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capszoo.config import load_config, zoo_names
+from capszoo.config import load_config, zoo_entry_file
 
 METRICS_FILE = "metrics.json"
 EARLIER_METRICS = "metrics-epoch-{:04d}.json"  # a resumed run's predecessor, by the epochs it ended at
@@ -129,16 +129,16 @@ def load_trained(spec, weights=None):
     from capszoo.training import build_model, compile_model
 
     folder = Path(str(spec))
-    if folder.is_dir():
-        config = load_config(folder)
+    if zoo_entry_file(spec) is None and folder.is_dir():  # a bare entry name means the entry
+        config = load_config(spec)
         weights = weights or folder / "model.weights.h5"
     else:
         config = load_config(spec)
         if weights is None:
             from capszoo import zoo
 
-            if str(spec) in zoo_names() and zoo.read_card(str(spec)) is not None:
-                return zoo.load(str(spec)), config
+            if zoo_entry_file(spec) is not None and zoo.read_card(spec) is not None:
+                return zoo.load(spec), config
             raise ValueError(f"{spec} is a config, not a trained model: pass --weights FILE (or a run folder)")
     model = load_weights_checked(build_model(config, compile=False), weights)
     return compile_model(model, config), config

@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from capszoo.config import Config, load_config
+from capszoo.config import Config, load_config, zoo_entry_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet, check_image_values
 from capszoo.ops import ClassAccuracy, MarginLoss
@@ -200,7 +200,7 @@ def warm_start_from_zoo(config: Config, run):
     if card is None:
         raise TrainingError(f"zoo entry {name!r} has no published weights to continue: train it with "
                             f"`capszoo train {name}`")
-    if config.model != load_config(name).model:
+    if config.model != zoo_entry_config(name).model:
         raise TrainingError(f"cannot continue {name!r} with another model configuration")
     done = int(card["epochs"])
     if done >= config.training.epochs:

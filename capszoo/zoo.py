@@ -20,7 +20,7 @@ import os
 from itertools import groupby
 from pathlib import Path
 
-from capszoo.config import load_config, zoo_names
+from capszoo.config import load_config, zoo_entry_config, zoo_names
 from capszoo.data import sha256_file
 from capszoo.routing.base import routing_parameters
 from capszoo.runs import (
@@ -127,7 +127,7 @@ def list_models(pattern="*", trained_only=False, as_frame=False):
 
     rows = []
     for name in names:
-        config, card = load_config(name), cards[name]
+        config, card = zoo_entry_config(name), cards[name]
         model = config.model
         takes = routing_parameters(model.routing)
         rows.append({
@@ -192,7 +192,7 @@ def load(name, weights="zoo", compile=True):
     _check_flags("capszoo.load", compile=compile)
     if Path(name).suffix == ".toml":
         raise ValueError("capszoo.load takes a zoo entry name; for a config file use capszoo.training.build_model")
-    config = load_config(name)
+    config = zoo_entry_config(name)  # a folder of that name in the current folder is not the entry
     model = build_model(config, compile=False)  # weights first, then compile: no optimizer-state warnings
     if weights is None:
         return compile_model(model, config) if compile else model
@@ -271,7 +271,7 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
                                                             "train or resume the run again")
     config = load_config(run_dir / "config.toml")
     name = name or metrics["name"]
-    entry = load_config(name)
+    entry = zoo_entry_config(name)
     if entry.sha256() != config.sha256():
         raise ValueError(f"run {run_dir} did not train zoo entry {name!r}'s recipe (config hashes differ; "
                          f"was it trained with --epochs or other overrides?)")

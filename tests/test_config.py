@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from capszoo.config import Config, load_config, tomllib, zoo_names
+from capszoo.config import Config, load_config, tomllib, zoo_configs_dir, zoo_entry_config, zoo_entry_file, zoo_names
 
 
 def test_every_zoo_config_loads_and_round_trips():
@@ -52,6 +54,33 @@ def test_toml_errors_name_the_file(tmp_path):
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(ValueError, match="did you mean ara-mnist"):
         load_config("ara-mnst")
+
+
+def test_a_bare_entry_name_means_the_entry_whatever_the_current_folder_holds(monkeypatch, tmp_path):
+    # A user's folder named like an entry (predictions, an export, a run) used to shadow it:
+    # `capszoo.load("ara-digits")` failed with "ara-digits is not a run folder" in such a folder.
+    entry = Config.from_toml(zoo_configs_dir() / "ara-digits.toml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ara-digits").mkdir()
+    assert zoo_entry_file("ara-digits") == zoo_configs_dir() / "ara-digits.toml"
+    assert load_config("ara-digits").sha256() == entry.sha256()
+    assert zoo_entry_config("ara-digits").sha256() == entry.sha256()
+    with pytest.raises(ValueError, match="ara-digits is not a run folder: it has no config.toml"):
+        load_config("./ara-digits")  # a folder part: the folder
+    with pytest.raises(ValueError, match="ara-digits is not a run folder"):
+        load_config(Path("ara-digits"))  # a Path is a path, whatever it holds
+    run = entry.replace(training={"epochs": 2})
+    (tmp_path / "ara-digits" / "config.toml").write_text(run.to_toml())
+    assert load_config("./ara-digits").training.epochs == 2
+    assert load_config("ara-digits").training.epochs == entry.training.epochs
+    for not_bare in ("ara-digits.toml", "./ara-digits", "x/ara-digits", "", 3):
+        assert zoo_entry_file(not_bare) is None
+    with pytest.raises(ValueError, match="unknown zoo entry 'x/ara-digits'"):
+        zoo_entry_config("x/ara-digits")
+    with pytest.raises(ValueError, match="empty model name ''"):
+        load_config("")
+    with pytest.raises(ValueError, match="empty model name ' '"):
+        load_config(" ")
 
 
 def test_hash_identifies_the_recipe_not_the_location():

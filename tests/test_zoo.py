@@ -80,12 +80,27 @@ def test_list_models_frame_gives_params_of_untrained_entries():
 
 
 def test_unknown_and_untrained_entries(monkeypatch, tmp_path):
-    with pytest.raises(ValueError, match="unknown model or config 'ara-mnsit'.*did you mean ara-mnist"):
+    with pytest.raises(ValueError, match="unknown zoo entry 'ara-mnsit'.*did you mean ara-mnist"):
         capszoo.load("ara-mnsit")
+    with pytest.raises(ValueError, match="empty zoo entry name ''"):
+        capszoo.load("")
     monkeypatch.setattr(zoo, "source_saved_models", lambda: tmp_path)  # nothing published there
     with pytest.raises(ValueError, match="'dra-mnist' is not trained yet: train it with `capszoo train dra-mnist`"):
         capszoo.load("dra-mnist")
     assert capszoo.load("dra-mnist", weights=None).count_params() == 6_804_224
+
+
+def test_a_folder_named_like_an_entry_does_not_shadow_it(monkeypatch, tmp_path, capsys):
+    from capszoo.runs import load_trained
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ara-digits").mkdir()  # say, where a user keeps the entry's predictions
+    assert capszoo.load("ara-digits", weights=None, compile=False).count_params() == 1_406_208
+    model, config = load_trained("ara-digits")  # what eval, predict and export load
+    assert config.name == "ara-digits" and model.count_params() == 1_406_208
+    with pytest.raises(ValueError, match="ara-digits is not a run folder: it has no config.toml"):
+        load_trained("./ara-digits")
+    assert main(["card", "ara-digits"]) == 0 and '"test_accuracy"' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("call, message", [
