@@ -82,8 +82,13 @@ def cmd_list(args):
 
     from capszoo import zoo
 
+    frame = zoo.list_models(args.pattern, trained_only=args.trained, as_frame=True)
+    if frame.empty:  # not pandas' "Empty DataFrame" and its column list
+        which = "trained zoo entry" if args.trained else "zoo entry"
+        print(f"capszoo list: no {which} matches {args.pattern!r} (`capszoo list` shows them all)", file=sys.stderr)
+        return 1
     with pd.option_context("display.width", 160, "display.max_rows", None):
-        print(zoo.list_models(args.pattern, trained_only=args.trained, as_frame=True).to_string(index=False))
+        print(frame.to_string(index=False))
     return 0
 
 

@@ -367,6 +367,11 @@ def test_cli_list_card_and_eval_by_name(private_zoo, capsys):
     assert main(["eval", "tiny-digits"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert main(["card", "nope"]) == 2
+    capsys.readouterr()
+    assert main(["list", "--trained", "dra*"]) == 1  # nothing trained in this private zoo matches
+    assert capsys.readouterr().err.strip() == ("capszoo list: no trained zoo entry matches 'dra*' "
+                                               "(`capszoo list` shows them all)")
+    assert main(["list", "zzz*"]) == 1 and "no zoo entry matches 'zzz*'" in capsys.readouterr().err
 
 
 def test_cli_card_prints_the_card_readably(capsys):
