@@ -65,6 +65,9 @@ def _known_routing(key, value):
     return value
 
 
+# ModelConfig's fields that are routing hyperparameters: each routing takes some of them.
+ROUTING_FIELDS = ("iterations", "lam")
+
 # The intermediate capsule layers of the adaptive-routing paper's deeper nets, in order:
 # CapsNet3 adds 256 capsules after the primary ones, CapsNet4 256 and then 32.
 PAPER_HIDDEN_CAPSULES = (256, 32)
@@ -214,7 +217,13 @@ class ModelConfig(_Section):
         """The routing strategy this config asks for, given only the arguments it takes."""
         _known_routing("model.routing", self.routing)
         accepted = routing_parameters(self.routing)
-        kwargs = {key: getattr(self, key) for key in ("iterations", "lam") if key in accepted}
+        for key in ROUTING_FIELDS:  # a value the routing would ignore is a mistake, not a setting
+            value = getattr(self, key)
+            if key not in accepted and value != _FIELD_DEFAULTS[key]:
+                takes = ", ".join(k for k in accepted) or "no parameters"
+                raise ValueError(f"model.{key} = {value!r} has no effect with {self.routing!r} routing (it takes "
+                                 f"{takes}): leave {key} out, or choose a routing that takes it")
+        kwargs = {key: getattr(self, key) for key in ROUTING_FIELDS if key in accepted}
         unknown = set(self.routing_options) - set(accepted)
         if unknown:
             raise ValueError(f"model.routing_options: {self.routing!r} routing takes no option(s) {sorted(unknown)}")
@@ -224,6 +233,16 @@ class ModelConfig(_Section):
             raise ValueError(f"model: {err}") from None
 
     def replace(self, **changes):
+        """A copy with ``changes``. A change of routing drops what the new routing does not take
+        (``lam``, ``iterations`` back to their defaults, routing options), unless also given."""
+        routing = changes.get("routing", self.routing)
+        if routing != self.routing and routing in _REGISTRY:
+            taken = routing_parameters(routing)
+            for key in ROUTING_FIELDS:
+                if key not in changes and key not in taken:
+                    changes[key] = _FIELD_DEFAULTS[key]
+            if "routing_options" not in changes:
+                changes["routing_options"] = {k: v for k, v in self.routing_options.items() if k in taken}
         return dataclasses.replace(self, **changes)
 
     def with_depth(self, depth, hidden_capsules=PAPER_HIDDEN_CAPSULES, hidden_dim=16):
@@ -240,6 +259,8 @@ class ModelConfig(_Section):
 
 
 # name -> (native height, width, channels): the one table of the datasets' shapes.
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in ROUTING_FIELDS}
+
 DATASET_SHAPES = {
     "digits": (8, 8, 1),
     "mnist": (28, 28, 1),

@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from capszoo.config import Config, load_config, tomllib, zoo_configs_dir, zoo_entry_config, zoo_entry_file, zoo_names
+from capszoo.config import (
+    Config,
+    ModelConfig,
+    load_config,
+    tomllib,
+    zoo_configs_dir,
+    zoo_entry_config,
+    zoo_entry_file,
+    zoo_names,
+)
 
 
 def test_every_zoo_config_loads_and_round_trips():
@@ -81,6 +90,35 @@ def test_a_bare_entry_name_means_the_entry_whatever_the_current_folder_holds(mon
         load_config("")
     with pytest.raises(ValueError, match="empty model name ' '"):
         load_config(" ")
+
+
+@pytest.mark.parametrize("routing, values, key", [
+    ("dynamic", {"lam": 3.0}, "lam"),
+    ("adaptive", {"lam": 0.5}, "lam"),
+    ("adaptive_lambda", {"iterations": 5}, "iterations"),
+    ("uniform", {"iterations": 1}, "iterations"),
+    ("uniform", {"lam": 2.0}, "lam"),
+])
+def test_a_routing_hyperparameter_the_routing_ignores_is_refused(routing, values, key):
+    # CapsNet2(routing="dynamic", lam=3.0) built a dynamic-routing net and dropped λ silently.
+    with pytest.raises(ValueError, match=rf"model.{key} = .* has no effect with '{routing}' routing"):
+        ModelConfig(routing=routing, **values)
+    with pytest.raises(ValueError, match=f"model.{key} = "):
+        Config.from_dict({"model": {"routing": routing, **values}})
+    ModelConfig(routing=routing)  # the defaults stand for "not given"
+
+
+def test_changing_the_routing_drops_what_the_new_one_does_not_take():
+    lam3 = ModelConfig(routing="adaptive_lambda", lam=3.0)
+    assert lam3.replace(routing="dynamic").lam == 1.0  # was kept, and then ignored
+    assert lam3.replace(routing="adaptive_lambda").lam == 3.0
+    five = ModelConfig(routing="dynamic", iterations=5, routing_options={"stop_gradient": True})
+    assert (five.replace(routing="adaptive").iterations, five.replace(routing="adaptive").routing_options) == (5, {})
+    back = five.replace(routing="uniform")
+    assert (back.iterations, back.lam, back.routing_options) == (3, 1.0, {})
+    assert five.replace(routing="adaptive_lambda", lam=2.0).lam == 2.0
+    with pytest.raises(ValueError, match="model.iterations = 5 has no effect"):
+        five.replace(routing="adaptive_lambda", iterations=5)
 
 
 def test_hash_identifies_the_recipe_not_the_location():

@@ -77,7 +77,8 @@ def test_trial_config_applies_depth_lambda_routing_and_learning_rate():
                         "hidden_capsules": [6, 5], "hidden_dim": 3})
     deep = tuning.trial_config(base, {"depth": 4, "routing": "dynamic", "lam": None, "learning_rate": 0.01})
     assert deep.model.capsules == (6, 5, 10) and deep.model.capsule_dims == (3, 3, 4)
-    assert (deep.model.routing, deep.model.lam, deep.training.learning_rate) == ("dynamic", 3.0, 0.01)
+    # the base's λ = 3 does nothing with dynamic routing: it goes back to its default, not into the trial
+    assert (deep.model.routing, deep.model.lam, deep.training.learning_rate) == ("dynamic", 1.0, 0.01)
     shallow = tuning.trial_config(base, {"depth": 2, "routing": "adaptive_lambda", "lam": 1.0})
     assert shallow.model.capsules == (10,) and shallow.model.lam == 1.0
 
