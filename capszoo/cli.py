@@ -448,10 +448,24 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (ValueError, TrainingError, FileNotFoundError) as err:
-        message = " ".join(str(err).split())  # one line
+    except (ValueError, TrainingError, OSError) as err:
+        message = " ".join((_os_error(err) if isinstance(err, OSError) else str(err)).split())  # one line
         print(f"capszoo {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _os_error(err):
+    """A file-system error as the path and what is wrong with it: an output folder that is a file,
+    a folder without write permission, a full disk; not Python's "[Errno 17] File exists: 'x'"."""
+    import errno
+
+    if err.filename is None:
+        return str(err)
+    if err.errno == errno.EEXIST:
+        return f"{err.filename} is a file where a folder is needed"
+    if err.errno == errno.ENOTDIR:
+        return f"a part of {err.filename} is a file where a folder is needed"
+    return f"{err.filename}: {err.strerror or err}"
 
 
 if __name__ == "__main__":

@@ -57,6 +57,24 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, args, message):
     assert len(err) == 1 and re.search(message, err[0]), err
 
 
+def test_an_output_folder_that_is_a_file_is_one_error_line(capsys, tmp_path):
+    # Each gave a FileExistsError / NotADirectoryError traceback from os.mkdir.
+    in_the_way = tmp_path / "results"
+    in_the_way.write_text("not a folder")
+    cases = [
+        (["train", "ara-digits", "--out", str(in_the_way), "--epochs", "1"],
+         f"{in_the_way} is a file where a folder is needed"),
+        (["analyze", "energy", "--random", "--out", str(in_the_way)],
+         f"{in_the_way} is a file where a folder is needed"),
+        (["analyze", "energy", "--random", "--out", str(in_the_way / "sub")],
+         f"a part of {in_the_way / 'sub'} is a file where a folder is needed"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"capszoo {args[0]}: error: {message}"], err
+
+
 @pytest.mark.parametrize("args", [
     ["demo", "--images", "0"],  # once a matplotlib error halfway through the output; -2 drew a wrong figure
     ["analyze", "energy", "--random", "--dim", "0"],
