@@ -96,9 +96,9 @@ def cmd_card(args):
     import json
 
     from capszoo import zoo
-    from capszoo.config import load_config
+    from capszoo.config import zoo_entry_config
 
-    load_config(args.name)  # unknown names: the error with close matches
+    zoo_entry_config(args.name)  # a file or run folder is not an entry: the error with close matches
     card = zoo.read_card(args.name)
     if card is None:
         raise ValueError(f"zoo entry {args.name!r} is not trained yet: train it with `capszoo train {args.name}`")

@@ -359,7 +359,7 @@ def test_publish_refuses_runs_of_another_recipe(private_zoo, tiny_config_path):
 
 
 def test_cli_list_card_and_eval_by_name(private_zoo, capsys):
-    _, _, metrics, _ = private_zoo
+    tmp_path, _, metrics, _ = private_zoo
     assert main(["list", "--trained"]) == 0
     assert "tiny-digits" in capsys.readouterr().out
     assert main(["card", "tiny-digits"]) == 0
@@ -367,6 +367,9 @@ def test_cli_list_card_and_eval_by_name(private_zoo, capsys):
     assert main(["eval", "tiny-digits"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert main(["card", "nope"]) == 2
+    capsys.readouterr()
+    assert main(["card", str(tmp_path / "run")]) == 2  # a run folder has no card: it is not an entry
+    assert capsys.readouterr().err.startswith(f"capszoo card: error: unknown zoo entry '{tmp_path / 'run'}'")
     capsys.readouterr()
     assert main(["list", "--trained", "dra*"]) == 1  # nothing trained in this private zoo matches
     assert capsys.readouterr().err.strip() == ("capszoo list: no trained zoo entry matches 'dra*' "
