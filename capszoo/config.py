@@ -220,7 +220,7 @@ class ModelConfig(_Section):
         for key in ROUTING_FIELDS:  # a value the routing would ignore is a mistake, not a setting
             value = getattr(self, key)
             if key not in accepted and value != _FIELD_DEFAULTS[key]:
-                takes = ", ".join(k for k in accepted) or "no parameters"
+                takes = ", ".join(accepted) or "no parameters"
                 raise ValueError(f"model.{key} = {value!r} has no effect with {self.routing!r} routing (it takes "
                                  f"{takes}): leave {key} out, or choose a routing that takes it")
         kwargs = {key: getattr(self, key) for key in ROUTING_FIELDS if key in accepted}
@@ -258,9 +258,9 @@ class ModelConfig(_Section):
 
 
 
-# name -> (native height, width, channels): the one table of the datasets' shapes.
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in ROUTING_FIELDS}
 
+# name -> (native height, width, channels): the one table of the datasets' shapes.
 DATASET_SHAPES = {
     "digits": (8, 8, 1),
     "mnist": (28, 28, 1),

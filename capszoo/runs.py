@@ -128,18 +128,16 @@ def load_trained(spec, weights=None):
     """``(model, config)`` from a run folder, a trained zoo entry, or a config/zoo name and ``weights``."""
     from capszoo.training import build_model, compile_model
 
+    config = load_config(spec)
     folder = Path(str(spec))
     if zoo_entry_file(spec) is None and folder.is_dir():  # a bare entry name means the entry
-        config = load_config(spec)
         weights = weights or folder / "model.weights.h5"
-    else:
-        config = load_config(spec)
-        if weights is None:
-            from capszoo import zoo
+    elif weights is None:
+        from capszoo import zoo
 
-            if zoo_entry_file(spec) is not None and zoo.read_card(spec) is not None:
-                return zoo.load(spec), config
-            raise ValueError(f"{spec} is a config, not a trained model: pass --weights FILE (or a run folder)")
+        if zoo_entry_file(spec) is not None and zoo.read_card(spec) is not None:
+            return zoo.load(spec), config
+        raise ValueError(f"{spec} is a config, not a trained model: pass --weights FILE (or a run folder)")
     model = load_weights_checked(build_model(config, compile=False), weights)
     return compile_model(model, config), config
 
