@@ -151,6 +151,7 @@ def cmd_tune(args):
             raise ValueError(f"--tuner-id {tuner_id!r}: a worker's id must not contain 'chief'")
         os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port, KERASTUNER_TUNER_ID=tuner_id)
     objective = tuning.logged_objective(config)
+    table_axes = _table_axes(args.rows, args.columns, config.search.searched)
 
     def progress(values, metrics):
         print(_trial_line(values, metrics, objective), flush=True)
@@ -163,10 +164,9 @@ def cmd_tune(args):
     else:
         frame = tuning.results_frame(tuner)
         print(frame.to_string(index=False))
-        columns = [c for c in (args.rows, args.columns) if c in frame.columns]
-        if len(columns) == 2:
+        if table_axes:
             print()
-            print(tuning.to_markdown(tuning.pivot(frame, rows=args.rows, columns=args.columns)))
+            print(tuning.to_markdown(tuning.pivot(frame, *table_axes)))
         if args.csv:
             frame.to_csv(args.csv, index=False)
         if args.export_best:
@@ -175,6 +175,22 @@ def cmd_tune(args):
         sys.stdout.flush()
         os._exit(0)
     return 0
+
+
+def _table_axes(rows, columns, searched):
+    """The summary table's (rows, columns): the papers' depth x λ where the search varies both and
+    no axis was named; an axis named with --rows/--columns must be varied by the search, checked
+    before any trial runs (the table came out missing, silently, after the whole search)."""
+    if rows is None and columns is None:
+        return ("depth", "lam") if {"depth", "lam"} <= set(searched) else None
+    rows, columns = rows or "depth", columns or "lam"
+    if rows == columns:
+        raise ValueError(f"--rows and --columns both name {rows!r}: the table needs two hyperparameters")
+    for option, name in (("--rows", rows), ("--columns", columns)):
+        if name not in searched:
+            raise ValueError(f"{option} {name}: the config's [search] does not vary {name!r} "
+                             f"(it varies {', '.join(searched) or 'nothing'})")
+    return rows, columns
 
 
 def cmd_analyze(args):
@@ -298,6 +314,8 @@ def cmd_export(args):
 
 
 def build_parser():
+    from capszoo.config import SEARCH_DIMENSIONS
+
     parser = argparse.ArgumentParser(prog="capszoo", description="Capsule networks with interchangeable routing.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="evaluate the bundled ara-digits model and plot examples",
@@ -367,8 +385,9 @@ def build_parser():
     tune.add_argument("--resume", action="store_true", help="continue the search already in --directory")
     tune.add_argument("--overwrite", action="store_true", help="discard the search already in --directory")
     tune.add_argument("--data-dir", help="offline folder of .npz datasets")
-    tune.add_argument("--rows", default="depth", help="hyperparameter of the summary table's rows (default depth)")
-    tune.add_argument("--columns", default="lam", help="hyperparameter of its columns (default lam)")
+    tune.add_argument("--rows", choices=SEARCH_DIMENSIONS,
+                      help="hyperparameter of the summary table's rows (default depth)")
+    tune.add_argument("--columns", choices=SEARCH_DIMENSIONS, help="hyperparameter of its columns (default lam)")
     tune.add_argument("--csv", help="write the per-trial results to this CSV file")
     tune.add_argument("--export-best", metavar="DIR",
                       help="write the best trial's config.toml and model.weights.h5 to DIR")

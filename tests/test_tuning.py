@@ -286,6 +286,32 @@ def _ended_trials(project):
     return {f"trial_{trial_id}" for trial_id in ended}
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--rows", "iterations"], "--rows iterations: the config's [search] does not vary 'iterations' "
+                               "(it varies lam, depth)"),
+    (["--columns", "routing"], "--columns routing: the config's [search] does not vary 'routing'"),
+    (["--rows", "lam"], "--rows and --columns both name 'lam'"),
+])
+def test_cli_table_axes_the_search_does_not_vary_are_refused_before_any_trial(search_config, tmp_path, capsys,
+                                                                            args, message):
+    # The table was left out silently, after the whole search had run.
+    assert main(["tune", str(search_config), "--directory", str(tmp_path / "tune"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "tune").exists()
+    with pytest.raises(SystemExit):
+        main(["tune", str(search_config), "--rows", "lamda"])
+    assert "argument --rows: invalid choice: 'lamda'" in capsys.readouterr().err
+
+
+def test_cli_table_axes_default_to_depth_by_lam_where_searched():
+    from capszoo.cli import _table_axes
+
+    assert _table_axes(None, None, ["lam", "depth"]) == ("depth", "lam")
+    assert _table_axes(None, None, ["routing", "lam"]) is None  # no table, as before: nothing was asked
+    assert _table_axes("routing", None, ["routing", "lam"]) == ("routing", "lam")
+    assert _table_axes(None, "iterations", ["iterations", "depth"]) == ("depth", "iterations")
+
+
 def test_cli_search_killed_mid_run_resumes_where_it_stopped(search_config, tmp_path):
     project = tmp_path / "tune" / "tiny-search"
     args = [search_config, "--tuner", "grid", "--epochs", "1", "--subset", "300", "--directory", tmp_path / "tune"]
