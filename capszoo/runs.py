@@ -112,7 +112,15 @@ def _copy_as(source, target, dtype):
 
 def load_weights_checked(model, weights):
     """Load a ``.weights.h5`` into ``model``; a missing, corrupt or mismatched file is one ValueError."""
+    text = str(weights)
+    if not text.strip():
+        raise ValueError(f"empty weights path {text!r}: give a .weights.h5 file")
+    if "://" in text:  # Path() would turn "s3://b/w.h5" into "s3:/b/w.h5" and call it missing
+        raise ValueError(f"weights {text}: a URL, not a file (capszoo.load(name, weights=URL) fetches "
+                         "http, https and file URLs)")
     path = Path(weights)
+    if path.is_dir():
+        raise ValueError(f"weights {path} is a folder, not a .weights.h5 file")
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
     try:

@@ -35,6 +35,8 @@ from capszoo.runs import (
 ENV_WEIGHTS_DIR = "CAPSZOO_WEIGHTS_DIR"
 WEIGHTS_FILE = "model.weights.h5"
 CARD_FILE = "card.json"
+FETCH_CACHE_DIR = None  # keras.utils.get_file's cache_dir for fetched weights: None is the Keras cache
+URL_SCHEMES = ("http://", "https://", "file://")
 
 
 def source_saved_models():
@@ -166,9 +168,20 @@ def _fetch(url, fname):
     import keras
 
     try:
-        return keras.utils.get_file(fname=fname, origin=url, cache_subdir="capszoo")
+        return keras.utils.get_file(fname=fname, origin=url, cache_dir=FETCH_CACHE_DIR, cache_subdir="capszoo")
     except Exception as err:
         raise ValueError(f"cannot fetch weights from {url}: {type(err).__name__}: {err}") from None
+
+
+def _fetch_url_weights(url):
+    """A local copy of the weights at a URL the caller gave, fetched once per URL. The cached name
+    is made from the whole URL: under the file name alone (``.../model.weights.h5``), a second
+    URL ending in the same name silently got the first one's weights from the cache."""
+    import hashlib
+    from urllib.parse import urlsplit
+
+    name = Path(urlsplit(url).path).name or WEIGHTS_FILE
+    return _fetch(url, f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}")
 
 
 def load(name, weights="zoo", compile=True):
@@ -177,8 +190,9 @@ def load(name, weights="zoo", compile=True):
     Args:
         name: a zoo entry (see :func:`list_models`).
         weights: ``"zoo"`` (the entry's published weights, sha256-checked against its card),
-            ``None`` (freshly initialised: for training from scratch), or a path or URL of a
-            ``.weights.h5`` file for this architecture.
+            ``None`` (freshly initialised: for training from scratch), or a path or URL
+            (http, https, file) of a ``.weights.h5`` file for this architecture. A URL is fetched
+            once into the Keras cache and reused from there: publish new weights under a new URL.
         compile: compile with the entry's training recipe (margin loss, Adam), for fine-tuning
             and ``evaluate``.
     """
@@ -205,8 +219,8 @@ def load(name, weights="zoo", compile=True):
             raise ValueError(f"the card of {name!r} was made for another version of its config "
                              f"(config sha256 {card.get('config_sha256', '?')[:12]}... != {config.sha256()[:12]}...)")
         path = _zoo_weights(name, card)
-    elif str(weights).startswith(("http://", "https://", "file://")):
-        path = _fetch(str(weights), Path(str(weights)).name or f"{name}.weights.h5")
+    elif str(weights).startswith(URL_SCHEMES):
+        path = _fetch_url_weights(str(weights))
     else:
         path = weights
     load_weights_checked(model, path)

@@ -286,6 +286,36 @@ def test_weights_from_the_card_url_are_fetched_and_checked(private_zoo, monkeypa
     assert capszoo.load("tiny-digits").count_params() == card["params"]
 
 
+def test_two_weight_urls_ending_in_the_same_file_name_are_two_files(private_zoo, monkeypatch, tmp_path_factory):
+    # Cached under the URL's file name alone, the second URL got the first one's weights, silently.
+    _, _, _, published = private_zoo
+    monkeypatch.setattr(zoo, "FETCH_CACHE_DIR", str(tmp_path_factory.mktemp("keras-cache")))
+    trained = tmp_path_factory.mktemp("server-a") / "model.weights.h5"
+    shutil.copy(published / "model.weights.h5", trained)
+    fresh_model = capszoo.load("tiny-digits", weights=None, compile=False)
+    fresh = tmp_path_factory.mktemp("server-b") / "model.weights.h5"
+    fresh_model.save_weights(fresh)
+    published_model = capszoo.load("tiny-digits", compile=False)
+
+    def same(a, b):
+        return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+
+    assert not same(fresh_model, published_model)
+    for path, expected in ((trained, published_model), (fresh, fresh_model), (trained, published_model)):
+        assert same(capszoo.load("tiny-digits", weights=path.as_uri(), compile=False), expected), path
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("", "empty weights path ''"),
+    ("s3://bucket/model.weights.h5", "weights s3://bucket/model.weights.h5: a URL, not a file"),
+    (".", "weights . is a folder, not a .weights.h5 file"),
+])
+def test_weights_that_are_no_file_get_their_own_error(private_zoo, weights, message):
+    # They were all "weights file X does not exist", with the URL's "//" collapsed and "" read as ".".
+    with pytest.raises(ValueError, match=re.escape(message)):
+        capszoo.load("tiny-digits", weights=weights)
+
+
 def test_weights_from_another_architecture_are_refused(private_zoo):
     _, _, _, published = private_zoo
     other = capszoo.CapsNet2(input_shape=(12, 12, 1), conv_filters=4, conv_kernel_size=3, primary_types=2,
