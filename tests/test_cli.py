@@ -132,6 +132,40 @@ def test_load_image_scales_8_and_16_bit_by_their_own_white(tmp_path):
                                np.dstack([gray] * 3) / 255.0, atol=1e-6)
 
 
+def test_predict_refuses_a_light_background_for_light_on_black_models_unless_inverted(tmp_path, capsys):
+    import re
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    ink_on_paper = (255 - digits.images[-1] * 255 / 16).astype(np.uint8)  # a digit, dark on white
+    path = _image_file(tmp_path, "paper.png", ink_on_paper)
+    assert main(["predict", "ara-digits", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(re.escape(f"{path} has a light background (its border averages ") + r"\d+% of white\)", err)
+    assert "trained on digits images, light on black: pass --invert for dark-on-light images" in err
+    assert main(["predict", "ara-digits", "--invert", str(path)]) == 0
+    assert capsys.readouterr().out.split("\t")[:2] == [str(path), str(digits.target[-1])]
+
+
+def test_check_background_reads_the_border_and_the_dataset():
+    import numpy as np
+
+    from capszoo.runs import check_background
+
+    light_on_black = np.zeros((28, 28, 1), np.float32)
+    light_on_black[8:20, 10:18] = 1.0
+    assert check_background(light_on_black, "x.png", "mnist") is light_on_black
+    for dataset in ("mnist", "fashion_mnist", "digits"):
+        with pytest.raises(ValueError, match="x.png has a light background once inverted .*leave --invert out"):
+            check_background(1 - light_on_black, "x.png", dataset, inverted=True)
+    white = np.ones((32, 32, 3), np.float32)
+    assert check_background(white, "x.png", "cifar10") is white  # any background: no rule for colour photos
+    with pytest.raises(ValueError, match="--invert is for models of images light on black .*not cifar10"):
+        check_background(white, "x.png", "cifar10", inverted=True)
+
+
 def test_load_image_refuses_pixels_it_would_have_to_guess(tmp_path):
     import re
 
