@@ -33,6 +33,8 @@ MEMBERS = ("fa-s1-l2", "fa-s1-l4", "fa-s1-d97", "fa-s1-d97-e80")
 # fa-s1-l2 ended on the CPU on 2026-11-24: `python3 tools/best_run.py runs/cpu-s19/fa-s1-l2`
 # fa-s1-l4 ended on the CPU on 2026-11-25: `python3 tools/best_run.py runs/cpu-s25/fa-s1-l4`
 FINISHED_ON_CPU = {"fa-s1-d97": 0.9157, "fa-s1-l2": 0.9225, "fa-s1-l4": 0.9172}
+# Outcome, 2026-12-06 on an H100: fa-s1-d97-e80 ended at 0.9247, so this printed ta-s1-d97-e80, now
+# ara-fashion-mnist (docs/zoo-training.md, "The fourth loan"). The sweep is over.
 
 
 def twin(member):
