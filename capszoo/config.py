@@ -286,6 +286,8 @@ class DataConfig(_Section):
             ``bilinear`` (resampling).
         shift_pixels: random translation of up to this many pixels with zero padding, training
             batches only (2 for CIFAR-10 and SVHN in the paper, 0 otherwise).
+        horizontal_flip: mirror each training image left-right with probability 1/2 (the papers
+            do not; a recipe without it keeps its hash).
         validation_fraction: share of the training split held out for validation,
             deterministically (the same examples for a given seed).
         train_subset: use only the first N training examples (0: all), for quick runs.
@@ -301,6 +303,7 @@ class DataConfig(_Section):
     image_size: tuple[int, ...] = ()
     resize: str = "pad"
     shift_pixels: int = 0
+    horizontal_flip: bool = False
     validation_fraction: float = 0.0
     train_subset: int = 0
     test_subset: int = 0
@@ -319,6 +322,8 @@ class DataConfig(_Section):
         for key in ("shift_pixels", "train_subset", "test_subset", "seed"):
             set_(self, key, _positive_int(key, getattr(self, key), "data", minimum=0))
         set_(self, "validation_fraction", _number("validation_fraction", self.validation_fraction, "data", 0.0, 0.5))
+        if not isinstance(self.horizontal_flip, bool):
+            raise ValueError(f"data.horizontal_flip must be true or false, got {self.horizontal_flip!r}")
 
     @property
     def image_shape(self):
@@ -570,6 +575,8 @@ class Config:
         payload["data"] = {k: v for k, v in payload["data"].items() if k not in ("data_dir", "source")}
         if payload["training"]["precision"] == "float32":  # added later: float32 recipes keep their hashes
             del payload["training"]["precision"]
+        if not payload["data"]["horizontal_flip"]:  # likewise: recipes without it keep their hashes
+            del payload["data"]["horizontal_flip"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

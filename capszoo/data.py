@@ -313,6 +313,14 @@ def random_shift(images, max_shift, seed):
     return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
 
 
+def random_flip(images, seed):
+    """Mirror each image left-right with probability 1/2; ``seed`` as for :func:`random_shift`."""
+    import tensorflow as tf
+
+    flipped = tf.random.stateless_uniform((tf.shape(images)[0], 1, 1, 1), seed=seed) < 0.5
+    return tf.where(flipped, tf.reverse(images, axis=[2]), images)
+
+
 def steps_per_epoch(examples, batch_size):
     return max(1, math.ceil(examples / batch_size))
 
@@ -339,7 +347,8 @@ def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_ep
     Training: an endless stream of epochs starting at ``start_epoch``, consumed with
     ``steps_per_epoch(len(x), batch_size)`` steps per epoch. Epoch ``e`` is shuffled with a seed
     made of ``(data.seed, e)`` and each of its batches shifted by up to ``data.shift_pixels``
-    with a stateless seed made of ``(data.seed, e, batch)``. The stream is therefore a pure
+    (and, with ``data.horizontal_flip``, half its images mirrored) with stateless seeds made of
+    ``(data.seed, e, batch)``. The stream is therefore a pure
     function of the seed: a resumed run sees exactly the batches an uninterrupted run would,
     and a distributed run the same batches as a single-device one.
 
@@ -377,6 +386,8 @@ def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_ep
                 images = scale_and_resize(tf.gather(images_t, index), data)
                 if data.shift_pixels:
                     images = random_shift(images, data.shift_pixels, tf.stack([epoch * 1_000_003 + data.seed, step]))
+                if data.horizontal_flip:  # a seed of its own: the shift's would tie the coin to the offsets
+                    images = random_flip(images, tf.stack([epoch * 1_000_003 + data.seed, -1 - step]))
                 return images, tf.gather(labels_t, index)
 
             return batches.map(load, **parallel)
@@ -403,6 +414,14 @@ def scale_and_resize_numpy(images, data_config: DataConfig):
                                              data_format="channels_last")
             x = np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0).astype(np.float32)
     return x
+
+
+def random_flip_numpy(images, rng):
+    """:func:`random_flip` in NumPy, each image's coin drawn from the generator ``rng``."""
+    flipped = rng.random(len(images)) < 0.5
+    out = images.copy()
+    out[flipped] = images[flipped, :, ::-1]
+    return out
 
 
 def random_shift_numpy(images, max_shift, rng):
@@ -442,6 +461,8 @@ def _numpy_dataset(x, y, config: Config, training, batch_size, start_epoch):
                 if data.shift_pixels:
                     images = random_shift_numpy(images, data.shift_pixels,
                                                 np.random.default_rng([data.seed, epoch, step]))
+                if data.horizontal_flip:
+                    images = random_flip_numpy(images, np.random.default_rng([data.seed, epoch, step, 1]))
                 yield _pack(images, labels[index], config)
             epoch += 1
 

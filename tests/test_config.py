@@ -135,26 +135,27 @@ def test_overrides():
 
 
 def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says():
-    """tools/experiments/fashion-mnist-sweep/ (docs/zoo-training.md): 50-epoch Fashion-MNIST variants, each holding
-    out a tenth of the training split, whose chosen member's recipe is the zoo entry's."""
+    """tools/experiments/fashion-mnist-sweep/ (docs/zoo-training.md): Fashion-MNIST variants, each holding out a
+    tenth of the training split, whose chosen member's recipe is the zoo entry's."""
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "fashion-mnist-sweep"
     sweep = {path.stem: load_config(path) for path in sorted(folder.glob("*.toml"))}
-    assert len(sweep) == 15
+    assert len(sweep) == 17
     lams = {"-l01": 0.1, "-l1": 1.0, "-l2": 2.0, "-l4": 4.0}
     for name, config in sweep.items():
         assert (config.data.dataset, config.data.validation_fraction, config.training.epochs) == \
-            ("fashion_mnist", 0.1, 80 if name.endswith("-e80") else 50), name
+            ("fashion_mnist", 0.1, 80 if "-e80" in name else 50), name
+        assert config.data.horizontal_flip == name.endswith("-flip"), name
         assert config.model.routing == {"fa": "adaptive_lambda", "fd": "dynamic"}[name[:2]], name
         assert (config.data.shift_pixels, config.model.decoder, config.training.lr_decay) == \
             (int(name[4]), "-rec" in name, 0.97 if "-d97" in name else 0.95), name
         if name.startswith("fa"):
             lam = next((value for suffix, value in lams.items() if name.endswith(suffix)), 3.0)
             assert config.model.lam == lam, name
-    # the next loan's twins: each the member's recipe on the whole split, nothing else changed
+    # the loans' twins: each the member's recipe on the whole split, nothing else changed
     twins = {path.stem: load_config(path) for path in sorted((folder / "twins").glob("*.toml"))}
-    assert set(twins) == {"ta-s1-l2", "ta-s1-l4", "ta-s1-d97", "ta-s1-d97-e80"}
+    assert set(twins) == {"ta-s1-l2", "ta-s1-l4", "ta-s1-d97", "ta-s1-d97-e80", "ta-s1-flip", "ta-s1-d97-e80-flip"}
     for name, config in twins.items():
         member = sweep["fa-" + name.removeprefix("ta-")]
         assert config.sha256() == member.replace(data={"validation_fraction": 0.0}).sha256(), name
@@ -166,12 +167,12 @@ def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says
         assert chosen.sha256() == published.sha256(), entry
 
 
-def _fourth_loan_rule():
+def _loan_rule(name="choose_fourth_loan"):
     import importlib.util
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "fashion-mnist-sweep"
-    spec = importlib.util.spec_from_file_location("choose_fourth_loan", folder / "choose_fourth_loan.py")
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     rule = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rule)
     return rule
@@ -179,7 +180,7 @@ def _fourth_loan_rule():
 
 def test_the_fourth_loan_rule_returns_a_twin_only_above_the_published_member():
     """choose_fourth_loan.py, fixed before its runs: the best member's twin if it beats fa-s1's 0.9242."""
-    rule = _fourth_loan_rule()
+    rule = _loan_rule()
     scores = {"fa-s1-l2": 0.9230, "fa-s1-l4": 0.9250, "fa-s1-d97": 0.9245, "fa-s1-d97-e80": 0.9100}
     assert rule.choose(scores) == "ta-s1-l4"
     assert rule.choose({**scores, "fa-s1-l4": 0.9242}) == "ta-s1-d97"  # a tie with fa-s1 does not beat it
@@ -193,7 +194,7 @@ def test_the_fourth_loan_rule_takes_the_members_finished_on_the_cpu_as_measured_
     """fa-s1-d97, fa-s1-l2 and fa-s1-l4 ran their 50 epochs on the CPU (final validation 0.9157,
     0.9225 and 0.9172): a loan does not run them again, so the rule reads only fa-s1-d97-e80's run,
     and their CPU scores compete with it."""
-    rule = _fourth_loan_rule()
+    rule = _loan_rule()
     assert rule.FINISHED_ON_CPU == {"fa-s1-d97": 0.9157, "fa-s1-l2": 0.9225, "fa-s1-l4": 0.9172}
     read = []
 
@@ -211,3 +212,26 @@ def test_the_fourth_loan_rule_takes_the_members_finished_on_the_cpu_as_measured_
     read.clear()
     rule.main()
     assert read == ["fa-s1-d97-e80"]
+
+
+def test_the_fifth_loan_rule_reads_both_flip_members_and_needs_more_than_the_published_member(monkeypatch, capsys):
+    """choose_fifth_loan.py, fixed before its runs: the better flip member's twin if it beats
+    fa-s1-d97-e80's 0.9247 (5,548 of 6,000 validation images; 5,549 beat it)."""
+    rule = _loan_rule("choose_fifth_loan")
+    assert rule.MEMBERS == ("fa-s1-flip", "fa-s1-d97-e80-flip") and rule.PUBLISHED_VAL == 0.9247
+    runs = {"fa-s1-flip": 5549 / 6000, "fa-s1-d97-e80-flip": 5548 / 6000}
+    read = []
+
+    def loan_runs(run):
+        read.append(run.removeprefix(rule.RUNS))
+        return runs[read[-1]]
+
+    monkeypatch.setattr(rule, "final_val_accuracy", loan_runs)
+    rule.main()
+    assert read == list(rule.MEMBERS) and capsys.readouterr().out == "ta-s1-flip\n"
+    runs.update({"fa-s1-flip": 5548 / 6000, "fa-s1-d97-e80-flip": None})  # a tie, and a run cut short
+    rule.main()
+    assert capsys.readouterr().out == "none\n"
+    runs.update({"fa-s1-flip": 0.93, "fa-s1-d97-e80-flip": 0.94})
+    rule.main()
+    assert capsys.readouterr().out == "ta-s1-d97-e80-flip\n"

@@ -162,3 +162,35 @@ def test_training_and_evaluation_on_the_numpy_pipeline(tiny_config_path, tmp_pat
     assert 0.3 < metrics["test_accuracy"] <= 1.0  # chance is 0.1
     loaded, config = load_trained(tmp_path / "run")
     assert evaluate(loaded, config)["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("pipeline", ["numpy", "tf"])
+def test_horizontal_flip_mirrors_about_half_the_training_images_and_no_evaluation_image(tmp_path, pipeline):
+    np.savez(tmp_path / "mnist.npz", **mnist_like(n_train=128))
+    cfg = mnist_config(tmp_path, horizontal_flip=True)
+    x, y = load_splits(cfg).train
+    originals = x.astype(np.float32) / 255.0
+    steps = data.steps_per_epoch(len(x), 16)
+    epoch = batches(make_dataset(x, y, cfg, training=True, pipeline=pipeline), steps)
+    mirrored = 0
+    for images, labels in epoch:
+        for image, label in zip(images, labels, strict=True):
+            same = [o for o in originals[y == label] if np.array_equal(image, o)]
+            mirror = [o for o in originals[y == label] if np.array_equal(image, o[:, ::-1])]
+            assert len(same) + len(mirror) == 1, "a training image is neither an original nor its mirror"
+            mirrored += len(mirror)
+    assert 32 <= mirrored <= 96  # of 128, each a fair coin: outside this range with probability < 1e-8
+    again = batches(make_dataset(x, y, cfg, training=True, pipeline=pipeline), steps)
+    for (xa, _), (xb, _) in zip(epoch, again, strict=True):  # the same seed mirrors the same images
+        np.testing.assert_array_equal(xa, xb)
+    evaluation = np.concatenate([b[0] for b in batches(make_dataset(x, y, cfg, training=False, pipeline=pipeline))])
+    np.testing.assert_array_equal(evaluation, originals)
+
+
+def test_horizontal_flip_is_a_flag_that_changes_the_recipe_hash_only_when_on():
+    """Recipes without it keep the hashes their cards were published with (test_zoo pins those)."""
+    base = Config(model={"input_shape": [28, 28, 1]}, data={"dataset": "fashion_mnist"})
+    assert base.replace(data={"horizontal_flip": False}).sha256() == base.sha256()
+    assert base.replace(data={"horizontal_flip": True}).sha256() != base.sha256()
+    with pytest.raises(ValueError, match="data.horizontal_flip must be true or false, got 'yes'"):
+        base.replace(data={"horizontal_flip": "yes"})

@@ -82,11 +82,15 @@ collect)
     # (default: all NAMEs), or of `best:A,B,...`: the run among A, B, ... with the highest final
     # val_accuracy (among those that trained all their planned epochs), so that a sweep sends back
     # one set of weights chosen on validation data;
-    # `none` (what a choosing rule prints when nothing qualifies) sends back no weights.
+    # `none` (what a choosing rule prints when nothing qualifies) sends back no weights;
+    # `rule:SCRIPT`: what that choosing rule prints once every run has ended (a run name or none).
     (cd "$runs" && tar cf "$out/meta.tar" --exclude=checkpoints --exclude=model.weights.h5 *.log zoo-*)
     pack=""
     for item in ${PACK:-$*}; do
         case $item in
+        rule:*) rule=${item#rule:}
+            item=$(python3 "$rule") || { echo "the rule $rule failed: no weights are packed"; continue; }
+            [ "$item" = none ] && { echo "the rule chose none: no weights are packed"; continue; } ;;
         none) continue ;;
         best:*) chosen=$(python3 "$(dirname "$0")/best_run.py" $(echo "${item#best:}" | tr , '\n' | sed "s|^|$runs/zoo-|")) ||
             { echo "$item: none of these runs trained all its planned epochs, so none is packed"; continue; }

@@ -41,12 +41,15 @@ def twin(member):
     return "ta-" + member.removeprefix("fa-")
 
 
-def choose(scores):
-    finished = [member for member in MEMBERS if scores[member] is not None]
+def choose(scores, published=PUBLISHED_VAL):
+    """The twin of the member with the best final validation accuracy (ties: the first in
+    ``scores``), if that beats ``published``; else "none". A score of None (a run short of its
+    planned epochs) cannot be chosen."""
+    finished = [member for member, score in scores.items() if score is not None]
     if not finished:
         return "none"
     best = max(finished, key=scores.get)
-    return twin(best) if scores[best] > PUBLISHED_VAL else "none"
+    return twin(best) if scores[best] > published else "none"
 
 
 def main():

@@ -1,0 +1,37 @@
+"""The rule that will choose which full-data twin comes back from the fifth GPU loan, written on
+2026-12-06 before any of its runs (docs/zoo-training.md, "A fifth loan, planned").
+
+Members (each holds out the same tenth of the training split as every member before): the two
+recipes ara-fashion-mnist has been published with, shifted by 1 px, now also mirrored left-right
+with probability 1/2 (data.horizontal_flip): fa-s1-flip (decay 0.95, 50 epochs, like fa-s1) and
+fa-s1-d97-e80-flip (decay 0.97, 80 epochs, like fa-s1-d97-e80, the member of the recipe published
+now, whose final validation accuracy was 0.9247). Beside each trains its twin, twins/ta-*.toml.
+
+Rule: as the fourth loan's (choose_fourth_loan.choose): the member with the highest final
+validation accuracy, if it beats 0.9247, and then its twin's weights come back to be published as
+ara-fashion-mnist (with the zoo config changed to the twin's recipe) whatever its test accuracy;
+otherwise none. A member short of its planned epochs has no final score and cannot be chosen.
+Run on the lent machine from the repository root after the runs end; prints the run name to pack,
+or "none" (tools/device_train.sh: PACK=rule:THIS_FILE).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from best_run import final_val_accuracy  # noqa: E402
+from choose_fourth_loan import RUNS, choose  # noqa: E402
+
+PUBLISHED_VAL = 0.9247  # fa-s1-d97-e80, the member of the recipe published after the fourth loan
+MEMBERS = ("fa-s1-flip", "fa-s1-d97-e80-flip")
+
+
+def main():
+    scores = {member: final_val_accuracy(RUNS + member) for member in MEMBERS}
+    print(scores, file=sys.stderr)
+    print(choose(scores, PUBLISHED_VAL))
+
+
+if __name__ == "__main__":
+    main()
