@@ -35,6 +35,10 @@
 #   at 1,149 of 1,300 s; it now leaves the first epoch out once a later one has ended.
 # - A call returns at most 64 MiB: one set of Fashion-MNIST weights (27 MB) per collect next to
 #   other files, so choose on validation inside the call (PACK=NAME).
+# - Fourth loan, 2026-12-06 (15 minutes, 745 s held): two 80-epoch Fashion-MNIST runs at once took
+#   4 s an epoch (the first 27-28 s), 316-325 s in all; CIFAR-10 alone 5 s (the first 26 s). Start
+#   and collect in one call (PACK=rule:SCRIPT chooses after the runs end); a second call made
+#   within the 30 s found the machine still warm, with /tmp/site and /tmp/runs in place.
 set -u
 mode=$1
 shift
