@@ -261,6 +261,17 @@ class Splits:
     test: tuple
     source: dict
 
+    def named(self, split, names=("test", "validation")):
+        """``(x, y)`` of the split called ``split``, one of ``names``: one error for a name outside
+        them and for the validation split of a config that holds none out."""
+        if split not in names:
+            raise ValueError(f"split must be one of {', '.join(names)}, got {split!r}")
+        arrays = getattr(self, split)
+        if arrays is None:  # only validation can be absent
+            raise ValueError(f"split {split!r}: this config holds out no validation data (its "
+                             "data.validation_fraction is 0)")
+        return arrays
+
 
 def split_arrays(arrays: Arrays, data_config: DataConfig) -> Splits:
     x_train, y_train = arrays.x_train, arrays.y_train
@@ -493,8 +504,6 @@ def sample(config: Config, count, split="test"):
     ``(images float32, labels int32)`` as NumPy arrays."""
     check_count("sample: count (images)", count)  # before loading the dataset
     splits = load_splits(config)
-    arrays = {"test": splits.test, "validation": splits.validation, "train": splits.train}.get(split)
-    if arrays is None:
-        raise ValueError(f"split must be test, validation (with data.validation_fraction > 0) or train, got {split!r}")
-    x, y = arrays[0][:count], arrays[1][:count]
+    x, y = splits.named(split, ("test", "validation", "train"))
+    x, y = x[:count], y[:count]
     return scale_and_resize_numpy(x, config.data), y.astype(np.int32)

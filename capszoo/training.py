@@ -479,9 +479,7 @@ def evaluate(model, config, data_dir=None, split="test", splits=None):
     """Accuracy and loss of ``model`` on a split of ``config``'s dataset (``test`` or ``validation``)."""
     config = load_config(config).with_overrides(data_dir=data_dir)
     splits = splits or load_splits(config)
-    arrays = {"test": splits.test, "validation": splits.validation}.get(split)
-    if arrays is None:
-        raise ValueError(f"split must be 'test' or 'validation' (with data.validation_fraction > 0), got {split!r}")
+    arrays = splits.named(split)
     if not model.compiled:
         compile_model(model, config)
     results = model.evaluate(make_dataset(*arrays, config, training=False), verbose=0, return_dict=True)

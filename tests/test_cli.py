@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,11 @@ def test_train_eval_predict_round_trip(tiny_config_path, tmp_path, capsys):
     (["train", "ara-digits", "--time-limit", "-5"], "time_limit must be a positive number of seconds, got -5.0"),
     (["train", "ara-digits", "--precision", "float16"],
      "training.precision must be one of 'float32', 'mixed_bfloat16', got 'float16'"),
-    (["eval", "ara-svhn"], "not a trained model: pass --weights FILE"),  # SVHN is not available to train
+    # SVHN is not available to train
+    (["eval", "ara-svhn"], r"zoo entry 'ara-svhn' is not trained yet: train it with `capszoo train ara-svhn`, or "
+                           r"pass --weights FILE"),
+    (["eval", str(Path(__file__).resolve().parents[1] / "zoo_configs" / "ara-digits.toml")],
+     "is a config, not a trained model: pass --weights FILE"),
     (["eval", "ara-digits", "--weights", "/nonexistent.weights.h5"], "does not exist"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(capsys, args, message):

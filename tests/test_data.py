@@ -293,3 +293,17 @@ def test_decoder_models_get_dict_elements(tmp_path):
     features, targets = next(iter(make_dataset(*load_splits(cfg).train, cfg, training=False)))
     assert set(features) == {"images", "labels"} and set(targets) == {"class_scores", "reconstruction"}
     np.testing.assert_array_equal(features["images"].numpy(), targets["reconstruction"].numpy())
+
+
+def test_a_split_is_named_once_and_a_missing_validation_split_says_why():
+    from capszoo.training import evaluate
+
+    x, y = np.zeros((4, 8, 8, 1), np.uint8), np.arange(4)
+    splits = data.Splits(train=(x, y), validation=None, test=(x[:2], y[:2]), source={})
+    assert splits.named("test")[1].tolist() == [0, 1]
+    assert splits.named("train", ("test", "validation", "train"))[1].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="split must be one of test, validation, got 'train'"):
+        splits.named("train")
+    # was "split must be 'test' or 'validation' (...), got 'validation'": the name it asked for
+    with pytest.raises(ValueError, match="split 'validation': this config holds out no validation data"):
+        evaluate(None, "ara-digits", split="validation", splits=splits)
