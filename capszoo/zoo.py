@@ -287,7 +287,7 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     name = name or metrics["name"]
     entry = zoo_entry_config(name)
     if entry.sha256() != config.sha256():
-        raise ValueError(f"run {run_dir} did not train zoo entry {name!r}'s recipe (config hashes differ; "
+        raise ValueError(f"run {run_dir} did not train the recipe of zoo entry {name!r} (config hashes differ; "
                          f"was it trained with --epochs or other overrides?)")
     from capszoo.training import build_model, evaluate, hardware, versions
 

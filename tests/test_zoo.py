@@ -386,7 +386,7 @@ def test_publish_names_a_corrupt_metrics_file_and_replaces_nothing(private_zoo, 
 def test_publish_refuses_runs_of_another_recipe(private_zoo, tiny_config_path):
     tmp_path, _, _, _ = private_zoo
     train("tiny-digits", out_dir=tmp_path / "short", epochs=1, verbose=0)
-    with pytest.raises(ValueError, match="did not train zoo entry 'tiny-digits'"):
+    with pytest.raises(ValueError, match=r"did not train the recipe of zoo entry 'tiny-digits' \(config hashes differ"):
         zoo.publish(tmp_path / "short")
 
 
