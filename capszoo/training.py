@@ -167,6 +167,21 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+# What a resumed run may change: how long it trains, and where the data comes from.
+RESUMABLE_CHANGES = {"data": {"data_dir", "source"}, "training": {"epochs"}}
+
+
+def _recipe_changes(previous, config):
+    """``section.key: old -> new`` for each data or training field (but RESUMABLE_CHANGES) in which
+    ``config`` differs from ``previous``."""
+    changes = []
+    for section, allowed in RESUMABLE_CHANGES.items():
+        old, new = getattr(previous, section).to_dict(), getattr(config, section).to_dict()
+        changes += [f"{section}.{key}: {old[key]!r} -> {new[key]!r}" for key in old
+                    if key not in allowed and old[key] != new[key]]
+    return changes
+
+
 def latest_checkpoint(folder):
     """``(epochs_done, path)`` of the newest complete checkpoint in ``folder``, or ``(0, None)``."""
     best = (0, None)
@@ -402,6 +417,10 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         if previous.training.precision != config.training.precision:  # the checkpoint keeps its own policy
             raise TrainingError(f"cannot resume {run} in {config.training.precision}: its checkpoint was trained in "
                                 f"{previous.training.precision}")
+        changed = _recipe_changes(previous, config)
+        if changed:  # the run's card would name a recipe its first epochs did not follow
+            raise TrainingError(f"cannot resume {run}: its checkpoint was trained with another recipe "
+                                f"({'; '.join(changed)}); train it from the start in another run folder")
     if splits is None:
         splits = load_splits(config)  # fails early, with a clear message, if the data is missing
     run.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@ import csv
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,6 +184,23 @@ def test_resume_refuses_another_model(tiny_config_path, tmp_path):
     other = load_config(tiny_config_path).replace(model={"lam": 2.0})
     with pytest.raises(TrainingError, match="another model configuration"):
         train(other, out_dir=run, epochs=2, resume=True, verbose=0)
+
+
+def test_resume_refuses_another_data_or_training_recipe_but_not_more_epochs(tiny_config_path, tmp_path):
+    """A resumed run whose data or training recipe changed trained silently, and its card named the new
+    recipe for weights whose first epochs followed the old one."""
+    run = tmp_path / "run"
+    train(tiny_config_path, out_dir=run, epochs=1, verbose=0)
+    config = load_config(tiny_config_path)
+    for change, message in (({"data": {"horizontal_flip": True}}, "data.horizontal_flip: False -> True"),
+                            ({"training": {"lr_decay": 0.97}}, "training.lr_decay: 0.95 -> 0.97"),
+                            ({"data": {"seed": 3}, "training": {"batch_size": 8}},
+                             "data.seed: 0 -> 3; training.batch_size: 32 -> 8")):
+        with pytest.raises(TrainingError, match=f"cannot resume {re.escape(str(run))}: its checkpoint was trained "
+                                                f"with another recipe \\({re.escape(message)}\\)"):
+            train(config.replace(**change), out_dir=run, epochs=2, resume=True, verbose=0)
+    _, metrics = train(config.replace(data={"data_dir": str(tmp_path)}), out_dir=run, epochs=2, resume=True, verbose=0)
+    assert (metrics["epochs"], metrics["resumed_from_epoch"]) == (2, 1)
 
 
 MIRRORED_SCRIPT = """
