@@ -266,11 +266,11 @@ def cmd_predict(args):
     from capszoo.runs import check_background, load_image, load_trained
     from capszoo.training import predict_scores
 
-    config = load_config(args.model)
+    config = load_config(args.model)  # the images are checked before the model loads
     images = [load_image(path, config.model.input_shape) for path in args.images]
     images = np.stack([check_background(1.0 - image if args.invert else image, path, config.data.dataset,
                                         inverted=args.invert) for path, image in zip(args.images, images, strict=True)])
-    model, config = load_trained(args.model, weights=args.weights)
+    model, _ = load_trained(args.model, weights=args.weights)  # the same config
     scores = predict_scores(model, images)
     names = CLASS_NAMES[config.data.dataset]
     for path, row in zip(args.images, scores, strict=True):

@@ -572,12 +572,16 @@ class Config:
         """Hash of the model, data and training sections (not name, description or search):
         identifies a recipe."""
         payload = {k: v for k, v in self.to_dict().items() if k in ("model", "data", "training")}
-        payload["data"] = {k: v for k, v in payload["data"].items() if k not in ("data_dir", "source")}
+        payload["data"] = {k: v for k, v in payload["data"].items() if k not in DATA_LOCATION_FIELDS}
         if payload["training"]["precision"] == "float32":  # added later: float32 recipes keep their hashes
             del payload["training"]["precision"]
         if not payload["data"]["horizontal_flip"]:  # likewise: recipes without it keep their hashes
             del payload["data"]["horizontal_flip"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# Where the data comes from, not what it is: outside a recipe's hash, and free to change on --resume.
+DATA_LOCATION_FIELDS = frozenset({"data_dir", "source"})
 
 
 def zoo_configs_dir():

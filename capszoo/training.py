@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from capszoo.config import Config, load_config, zoo_entry_config
+from capszoo.config import DATA_LOCATION_FIELDS, Config, load_config, zoo_entry_config
 from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet, check_image_values
 from capszoo.ops import ClassAccuracy, MarginLoss
@@ -168,7 +168,7 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 # What a resumed run may change: how long it trains, and where the data comes from.
-RESUMABLE_CHANGES = {"data": {"data_dir", "source"}, "training": {"epochs"}}
+RESUMABLE_CHANGES = {"data": DATA_LOCATION_FIELDS, "training": {"epochs"}}
 
 
 def _recipe_changes(previous, config):
