@@ -235,3 +235,23 @@ def test_the_fifth_loan_rule_reads_both_flip_members_and_needs_more_than_the_pub
     runs.update({"fa-s1-flip": 0.93, "fa-s1-d97-e80-flip": 0.94})
     rule.main()
     assert capsys.readouterr().out == "ta-s1-d97-e80-flip\n"
+
+
+def test_the_fifth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_there(monkeypatch, capsys):
+    """A member that ended on the CPU is not run again by a loan: the rule reads only the other
+    member's run, and the CPU score competes with it (even a falsy one is never replaced)."""
+    rule = _loan_rule("choose_fifth_loan")
+    assert rule.FINISHED_ON_CPU == {}  # fa-s1-flip is still training on the CPU (runs/cpu-s31)
+    read = []
+
+    def loan_runs(run):
+        read.append(run.removeprefix(rule.RUNS))
+        return {"fa-s1-d97-e80-flip": 0.9250}[read[-1]]
+
+    monkeypatch.setattr(rule, "final_val_accuracy", loan_runs)
+    monkeypatch.setattr(rule, "FINISHED_ON_CPU", {"fa-s1-flip": 0.9260})
+    rule.main()
+    assert read == ["fa-s1-d97-e80-flip"] and capsys.readouterr().out == "ta-s1-flip\n"
+    monkeypatch.setattr(rule, "FINISHED_ON_CPU", {"fa-s1-flip": 0.0})
+    rule.main()
+    assert read == ["fa-s1-d97-e80-flip"] * 2 and capsys.readouterr().out == "ta-s1-d97-e80-flip\n"

@@ -13,6 +13,13 @@ ara-fashion-mnist (with the zoo config changed to the twin's recipe) whatever it
 otherwise none. A member short of its planned epochs has no final score and cannot be chosen.
 Run on the lent machine from the repository root after the runs end; prints the run name to pack,
 or "none" (tools/device_train.sh: PACK=rule:THIS_FILE).
+
+Added on 2026-12-06, before the first epoch of the run it concerns, as the fourth loan's rule
+allowed: a member that ran to its end on the 2-core CPU (docs/zoo-training.md, "A member of the
+fifth loan on this CPU") enters the rule with the final validation accuracy it measured there,
+and a loan does not run it again (a second run would be a second draw of the same member). A
+member still training on the CPU when a loan comes is run by the loan as planned, and its CPU run
+is stopped and not used.
 """
 
 import sys
@@ -25,10 +32,15 @@ from choose_fourth_loan import RUNS, choose  # noqa: E402
 
 PUBLISHED_VAL = 0.9247  # fa-s1-d97-e80, the member of the recipe published after the fourth loan
 MEMBERS = ("fa-s1-flip", "fa-s1-d97-e80-flip")
+# Members that ended on the CPU, with `python3 tools/best_run.py runs/cpu-s31/MEMBER`: none yet.
+FINISHED_ON_CPU = {}
 
 
 def main():
-    scores = {member: final_val_accuracy(RUNS + member) for member in MEMBERS}
+    scores = {
+        member: FINISHED_ON_CPU[member] if member in FINISHED_ON_CPU else final_val_accuracy(RUNS + member)
+        for member in MEMBERS
+    }
     print(scores, file=sys.stderr)
     print(choose(scores, PUBLISHED_VAL))
 
