@@ -614,7 +614,8 @@ def _unknown_name(text, what, detail=""):
     import difflib
 
     names = zoo_names()
-    close = difflib.get_close_matches(text, names, n=3)
+    # Entry names are lower case with hyphens: 'ARA-MNIST' and 'ara_fashion_mnist' mean one.
+    close = difflib.get_close_matches(text.lower().replace("_", "-"), names, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
     return ValueError(f"unknown {what} {text!r}{detail}{hint}")
 

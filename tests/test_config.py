@@ -63,6 +63,12 @@ def test_toml_errors_name_the_file(tmp_path):
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(ValueError, match="did you mean ara-mnist"):
         load_config("ara-mnst")
+    # Case and underscores (the datasets' spelling) are not what makes a name unknown: the entry
+    # they spell comes first, where 'ARA-DIGITS' used to find no match at all and list every entry.
+    for text, first in [("ARA-DIGITS", "ara-digits"), ("ara_fashion_mnist", "ara-fashion-mnist"),
+                        ("Dra-Fashion_Mnist", "dra-fashion-mnist")]:
+        with pytest.raises(ValueError, match=f"unknown model or config {text!r}.*; did you mean {first},"):
+            load_config(text)
 
 
 def test_a_bare_entry_name_means_the_entry_whatever_the_current_folder_holds(monkeypatch, tmp_path):
