@@ -2,6 +2,7 @@
 
 from capszoo import layers, ops, routing
 from capszoo.config import ModelConfig
+from capszoo.data import class_names
 from capszoo.models import CapsNet, CapsNet2, CapsNet3, CapsNet4
 from capszoo.ops import ClassAccuracy, MarginLoss, squash
 from capszoo.zoo import list_models, load
@@ -16,6 +17,7 @@ __all__ = [
     "ClassAccuracy",
     "MarginLoss",
     "ModelConfig",
+    "class_names",
     "layers",
     "list_models",
     "load",

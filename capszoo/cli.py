@@ -262,7 +262,7 @@ def cmd_predict(args):
     import numpy as np
 
     from capszoo.config import load_config
-    from capszoo.data import CLASS_NAMES
+    from capszoo.data import class_names
     from capszoo.runs import check_background, load_image, load_trained
     from capszoo.training import predict_scores
 
@@ -272,7 +272,7 @@ def cmd_predict(args):
                                         inverted=args.invert) for path, image in zip(args.images, images, strict=True)])
     model, _ = load_trained(args.model, weights=args.weights)  # the same config
     scores = predict_scores(model, images)
-    names = CLASS_NAMES[config.data.dataset]
+    names = class_names(config)
     for path, row in zip(args.images, scores, strict=True):
         k = int(row.argmax())
         print(f"{path}\t{k}\t{names[k]}\t{row[k]:.4f}")

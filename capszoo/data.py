@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from capszoo.config import DATASET_SHAPES, Config, DataConfig
+from capszoo.config import DATASET_SHAPES, Config, DataConfig, load_config
 from capszoo.routing.base import check_count
 
 ENV_DATA_DIR = "CAPSZOO_DATA_DIR"
@@ -55,6 +55,15 @@ CLASS_NAMES = {
                       "Ankle boot"),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
+
+
+
+def class_names(config_or_name):
+    """The class names, in class-id order, of a zoo entry, a run folder, a config file or a
+    :class:`~capszoo.config.Config`: ``class_names("ara-fashion-mnist")[k]`` names class id ``k``
+    of the scores ``capszoo.load("ara-fashion-mnist")`` predicts."""
+    return CLASS_NAMES[load_config(config_or_name).data.dataset]
+
 
 # Datasets of light objects on a black background. None of their images has a light border: the
 # largest mean of the outermost pixel ring is 0.41 of white over the 140,000 MNIST and

@@ -133,6 +133,26 @@ class CapsNet(keras.Model):
         )
         self.build((None, *config.input_shape))
 
+    @property
+    def input_shape(self):
+        """``(None, H, W, C)``, as a functional Keras model reports it."""
+        return (None, *self.model_config.input_shape)
+
+    @property
+    def output_shape(self):
+        """``(None, classes)``; with ``return_capsules`` or ``decoder``, a dict of the outputs'
+        shapes, as :meth:`call` returns them."""
+        config = self.model_config
+        scores = (None, config.num_classes)
+        if self.decoder is None and not config.return_capsules:
+            return scores
+        shapes = {"class_scores": scores}
+        if config.return_capsules:
+            shapes["class_capsules"] = (None, config.num_classes, config.capsule_dims[-1])
+        if self.decoder is not None:
+            shapes["reconstruction"] = self.input_shape
+        return shapes
+
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in (self.conv, self.primary, *self.capsule_layers):

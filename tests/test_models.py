@@ -110,6 +110,20 @@ def test_outputs_dict_and_decoder_masking():
     np.testing.assert_allclose(other, to_numpy(with_decoder.decoder(masked)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("kwargs", [{}, dict(return_capsules=True), dict(decoder=True, decoder_units=(8, 8)),
+                                    dict(return_capsules=True, decoder=True, decoder_units=(8, 8))])
+def test_input_and_output_shape_are_those_a_functional_model_reports(kwargs):
+    """Keras' functional models answer model.input_shape / output_shape; a CapsNet (subclassed)
+    had neither, so `capszoo.load(name).input_shape` raised AttributeError."""
+    model = tiny(factory=CapsNet3, input_shape=(13, 12, 2), **kwargs)
+    assert model.input_shape == (None, 13, 12, 2)
+    out = model(images(2, (13, 12, 2)))
+    actual = {k: (None, *v.shape[1:]) for k, v in out.items()} if isinstance(out, dict) else (None, *out.shape[1:])
+    assert model.output_shape == actual
+    symbolic = model(keras.Input(model.input_shape[1:]))  # what the shape is for: wiring the model into others
+    assert keras.tree.map_structure(lambda tensor: tuple(tensor.shape), symbolic) == actual
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(routing="adaptive_lambda", lam=0.0), "λ"),
     (dict(routing="adaptive_lambda", lam=-1.0), "λ"),

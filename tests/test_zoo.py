@@ -479,3 +479,22 @@ def test_continuing_an_untrained_entry_says_how_to_train_it(private_zoo, capsys)
     assert capsys.readouterr().err.strip() == ("capszoo train: error: zoo entry 'tiny-digits' has no published "
                                                "weights to continue: train it with `capszoo train tiny-digits`")
     assert not (tmp_path / "none" / "checkpoints").exists()
+
+
+def test_class_names_name_the_ids_a_loaded_model_predicts(tmp_path):
+    """capszoo.class_names(entry) is the Python side of what `capszoo predict` prints: the name
+    of each class id, for a zoo entry, a config file, a run folder or a Config."""
+    assert capszoo.class_names("ara-fashion-mnist") == (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    assert capszoo.class_names("uniform-cifar10")[3] == "cat"
+    config = config_module.load_config("dra-digits")
+    assert capszoo.class_names(config) == tuple("0123456789")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.toml").write_text(
+        (config_module.zoo_configs_dir() / "ara-cifar10.toml").read_text())
+    assert capszoo.class_names(tmp_path / "run")[0] == "airplane"
+    model = capszoo.load("ara-digits")
+    assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)
+    assert len(capszoo.class_names("ara-digits")) == model.output_shape[-1]
+    with pytest.raises(ValueError, match="unknown model or config 'ara-fashon-mnist'.*did you mean ara-fashion-mnist"):
+        capszoo.class_names("ara-fashon-mnist")
