@@ -4,8 +4,9 @@
 assets/}`` with two signatures:
 
 * ``serving_default``: ``images`` float32 ``(batch, H, W, C)`` in [0, 1] ->
-  ``class_scores`` (capsule lengths), ``class_ids`` (int64 argmax), ``class_capsules``
-  ``(batch, classes, dims)``.
+  ``class_scores`` (capsule lengths), ``class_ids`` (int64 argmax), ``class_names`` (the name of
+  that class: the dataset's for a run or zoo entry, else as given, else the id written out),
+  ``class_capsules`` ``(batch, classes, dims)``.
 * ``predict_image_bytes``: ``image_bytes`` (a batch of encoded PNG/JPEG strings, as TF Serving's
   REST API delivers ``{"b64": ...}`` values) -> decoded, converted to the model's channels,
   resized to its input size, scaled to [0, 1], then the same outputs.
@@ -28,10 +29,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-OUTPUT_NAMES = ("class_scores", "class_ids", "class_capsules")
+OUTPUT_NAMES = ("class_scores", "class_ids", "class_names", "class_capsules")
 
 
-def _serving_functions(model):
+def _serving_functions(model, class_names):
     import tensorflow as tf
 
     height, width, channels = model.model_config.input_shape
@@ -39,8 +40,9 @@ def _serving_functions(model):
     def outputs(images):
         class_capsules = model.capsules(images)[-1]
         class_scores = model.length(class_capsules)
-        return {"class_scores": class_scores, "class_ids": tf.argmax(class_scores, axis=-1, output_type=tf.int64),
-                "class_capsules": class_capsules}
+        class_ids = tf.argmax(class_scores, axis=-1, output_type=tf.int64)
+        return {"class_scores": class_scores, "class_ids": class_ids,
+                "class_names": tf.gather(tf.constant(class_names), class_ids), "class_capsules": class_capsules}
 
     expected = f"(batch, {height}, {width}, {channels})"
 
@@ -83,21 +85,36 @@ def _serving_functions(model):
 
 
 def _resolve_model(model_or_name, weights=None):
-    """``(model, default name)``: a run's or config's name, else the Keras model's name."""
+    """``(model, default name, its dataset's class names or None)``: a run's or config's name,
+    else the Keras model's name (whose dataset is not known)."""
     if isinstance(model_or_name, keras.Model):
         if not hasattr(model_or_name, "model_config"):
             raise ValueError("export needs a capszoo CapsNet model (one built from a ModelConfig)")
-        return model_or_name, model_or_name.name
+        return model_or_name, model_or_name.name, None
+    from capszoo.data import class_names
     from capszoo.runs import load_trained
 
     model, config = load_trained(model_or_name, weights=weights)
-    return model, config.name
+    return model, config.name, class_names(config)
 
 
-def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=False, weights=None):
+def _check_class_names(names, classes):
+    """``names`` as a list of ``classes`` non-empty strings, or ValueError saying what is wrong."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"class_names must be a list of non-empty strings, one per class, got {names!r}")
+    names = list(names)
+    if len(names) != classes:
+        raise ValueError(f"class_names has {len(names)} names for a model of {classes} classes")
+    return names
+
+
+def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=False, weights=None,
+                       class_names=None):
     """Write ``base_dir/NAME/VERSION`` (TF Serving layout); returns that path.
 
-    ``model_or_name``: a CapsNet, a run folder, or a config/zoo name with ``weights``. The
+    ``model_or_name``: a CapsNet, a run folder, or a config/zoo name with ``weights``.
+    ``class_names`` (one string per class) are what the ``class_names`` output returns; by
+    default a run's or entry's dataset's names, and for a bare CapsNet the ids written out. The
     SavedModel is written to a temporary folder beside the target and renamed into place, so a
     failed export leaves nothing half written. An existing version is refused unless
     ``overwrite``.
@@ -106,7 +123,10 @@ def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=
         raise ValueError("SavedModel export needs KERAS_BACKEND=tensorflow (train on any backend, export on TF)")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be an integer >= 1 (TF Serving's numbered folders), got {version!r}")
-    model, default_name = _resolve_model(model_or_name, weights)
+    model, default_name, dataset_names = _resolve_model(model_or_name, weights)
+    classes = model.model_config.num_classes
+    names = _check_class_names(class_names if class_names is not None
+                               else dataset_names or [str(k) for k in range(classes)], classes)
     name = name or default_name
     check_serving_name(name, "give another name (--name NAME)" if name == default_name else "")
     target = Path(base_dir) / name / str(version)
@@ -117,14 +137,14 @@ def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        serve_images, serve_image_bytes = _serving_functions(model)
+        serve_images, serve_image_bytes = _serving_functions(model, names)
         archive.add_endpoint("serving_default", serve_images)
         archive.add_endpoint("predict_image_bytes", serve_image_bytes)
         archive.write_out(str(staging / "model"), verbose=False)
         (staging / "model" / "assets").mkdir(exist_ok=True)
         (staging / "model" / "assets" / "capszoo.json").write_text(json.dumps(
             {"name": name, "version": version, "model_config": model.model_config.to_dict(),
-             "outputs": list(OUTPUT_NAMES)}, indent=2))
+             "outputs": list(OUTPUT_NAMES), "class_names": names}, indent=2))
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging / "model", target)

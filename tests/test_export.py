@@ -48,7 +48,8 @@ for case in json.loads(sys.stdin.read()):
         signature = model.signatures[body["signature_name"]]
         dtypes = {n: s.dtype for n, s in signature.structured_input_signature[1].items()}
         outputs = signature(**rows_to_tensors(body, dtypes))
-        out[key] = {k: v.numpy().tolist() for k, v in outputs.items()}
+        out[key] = {k: [n.decode() for n in v.numpy()] if v.dtype == tf.string else v.numpy().tolist()
+                    for k, v in outputs.items()}
     result[case["name"]] = out
 result["modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "capszoo")
 print(json.dumps(result))
@@ -88,6 +89,7 @@ def test_layout_and_signatures_per_saved_model_cli(exported):
         for section in (serving, by_bytes):
             assert "outputs['class_scores']" in section and "outputs['class_ids']" in section
             assert "outputs['class_capsules']" in section and "DT_INT64" in section
+            assert "outputs['class_names']" in section and "DT_STRING" in section
             assert "shape: (-1, 3, 4)" in section and "shape: (-1, 3)" in section
         assert "keras_tensor" not in show and "output_0" not in show
 
@@ -111,6 +113,8 @@ def test_tensorflow_only_process_serves_rest_bodies_like_the_keras_model(exporte
             np.testing.assert_allclose(out["class_scores"], scores, atol=1e-5, err_msg=f"{name} {key}")
             np.testing.assert_allclose(out["class_capsules"], capsules, atol=1e-5, err_msg=f"{name} {key}")
             np.testing.assert_array_equal(out["class_ids"], scores.argmax(axis=1))
+            # a bare CapsNet's dataset is not known: its class names are its ids written out
+            assert out["class_names"] == [str(k) for k in scores.argmax(axis=1)]
 
 
 def test_image_bytes_are_converted_and_resized(exported):
@@ -217,3 +221,37 @@ def test_serving_latency_tool_smoke(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["model"], r["batch"]) for r in rows] == [("ara-digits", 1), ("ara-digits", 4)]
     assert all(r["median_ms"] > 0 for r in rows) and "| ara-digits | 4 |" in run.stdout
+
+
+def test_class_names_are_the_datasets_for_a_config_and_can_be_given(tmp_path):
+    """The class_names output names the argmax: the dataset's names for a run or config (a
+    Fashion-MNIST one here), the names given, else the ids; wrong names are refused."""
+    from capszoo.config import load_config
+    from capszoo.training import build_model, save_model_weights
+    from tests.conftest import TINY_DIGITS_TOML
+
+    config_path = tmp_path / "tiny-fashion.toml"
+    config_path.write_text(TINY_DIGITS_TOML.replace('dataset = "digits"', 'dataset = "fashion_mnist"'))
+    config = load_config(config_path)
+    model = build_model(config, compile=False)
+    save_model_weights(model, config, tmp_path / "tiny.weights.h5")
+    images = np.random.default_rng(1).random((4, 12, 12, 1)).astype(np.float32)
+    ids = model.predict(images, verbose=0).argmax(axis=1)
+    fashion = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot")
+    path = export_saved_model(config_path, tmp_path / "serving", weights=tmp_path / "tiny.weights.h5")
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(images))
+    assert [n.decode() for n in out["class_names"].numpy()] == [fashion[k] for k in ids]
+    assert json.loads((path / "assets" / "capszoo.json").read_text())["class_names"] == list(fashion)
+
+    given = [f"class {k}" for k in range(10)]
+    path = export_saved_model(model, tmp_path / "serving", name="given", class_names=given)
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(images))
+    assert [n.decode() for n in out["class_names"].numpy()] == [given[k] for k in ids]
+    for bad, message in [(given[:9], "class_names has 9 names for a model of 10 classes"),
+                         ("0123456789", "class_names must be a list of non-empty strings"),
+                         ([*given[:9], ""], "class_names must be a list of non-empty strings"),
+                         (list(range(10)), "class_names must be a list of non-empty strings")]:
+        with pytest.raises(ValueError, match=message):
+            export_saved_model(model, tmp_path / "serving", name="bad", class_names=bad)
+    assert not (tmp_path / "serving" / "bad").exists()
