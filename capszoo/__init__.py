@@ -5,7 +5,7 @@ from capszoo.config import ModelConfig
 from capszoo.data import class_names
 from capszoo.models import CapsNet, CapsNet2, CapsNet3, CapsNet4
 from capszoo.ops import ClassAccuracy, MarginLoss, squash
-from capszoo.zoo import list_models, load
+from capszoo.zoo import card, list_models, load
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "ClassAccuracy",
     "MarginLoss",
     "ModelConfig",
+    "card",
     "class_names",
     "layers",
     "list_models",

@@ -96,13 +96,8 @@ def cmd_card(args):
     import json
 
     from capszoo import zoo
-    from capszoo.config import zoo_entry_config
 
-    zoo_entry_config(args.name)  # a file or run folder is not an entry: the error with close matches
-    card = zoo.read_card(args.name)
-    if card is None:
-        raise ValueError(f"zoo entry {args.name!r} is not trained yet: train it with `capszoo train {args.name}`")
-    print(json.dumps({k: v for k, v in card.items() if not k.startswith("_")}, indent=2, ensure_ascii=False))
+    print(json.dumps(zoo.card(args.name), indent=2, ensure_ascii=False))
     return 0
 
 

@@ -146,8 +146,7 @@ def load_trained(spec, weights=None):
         if zoo_entry_file(spec) is None:
             raise ValueError(f"{spec} is a config, not a trained model: pass --weights FILE (or a run folder)")
         if zoo.read_card(spec) is None:
-            raise ValueError(f"zoo entry {spec!r} is not trained yet: train it with `capszoo train {spec}`, or pass "
-                             "--weights FILE")
+            raise zoo.untrained(spec, ", or pass --weights FILE")
         return zoo.load(spec), config
     model = load_weights_checked(build_model(config, compile=False), weights)
     return compile_model(model, config), config

@@ -77,6 +77,22 @@ def read_card(name):
     return None
 
 
+def untrained(name, alternative=""):
+    """The error for a zoo entry with no published weights: how to train it, then ``alternative``."""
+    return ValueError(f"zoo entry {name!r} is not trained yet: train it with `capszoo train {name}`{alternative}")
+
+
+def card(name):
+    """The model card of a trained zoo entry as a dict, as ``capszoo card NAME`` prints it
+    (measured test accuracy, training hardware and time, dataset and weights sha256...). An
+    unknown name (with close matches) and an entry not trained yet each raise ``ValueError``."""
+    zoo_entry_config(name)  # a file or run folder is not an entry: the error with close matches
+    found = read_card(name)
+    if found is None:
+        raise untrained(name)
+    return {key: value for key, value in found.items() if not key.startswith("_")}
+
+
 def _parse_card(path, name):
     where = f"the model card {path} of {name!r}"
     remedy = "restore it (a source checkout: `git checkout -- saved_models`) or publish the entry again"
@@ -213,8 +229,7 @@ def load(name, weights="zoo", compile=True):
     if weights == "zoo":
         card = read_card(name)
         if card is None:
-            raise ValueError(f"zoo entry {name!r} is not trained yet: train it with `capszoo train {name}` (or pass "
-                             f"weights=None for an untrained model)")
+            raise untrained(name, " (or pass weights=None for an untrained model)")
         if card.get("config_sha256") != config.sha256():
             raise ValueError(f"the card of {name!r} was made for another version of its config "
                              f"(config sha256 {card.get('config_sha256', '?')[:12]}... != {config.sha256()[:12]}...)")

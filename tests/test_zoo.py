@@ -417,6 +417,19 @@ def test_cli_card_prints_the_card_readably(capsys):
     assert "λ = 3" in out and "\\u03bb" not in out
 
 
+def test_card_is_the_python_side_of_capszoo_card(monkeypatch, tmp_path):
+    card = capszoo.card("ara-digits")
+    on_file = json.loads((Path(zoo.read_card("ara-digits")["_folder"]) / "card.json").read_text())
+    assert card == on_file and card["weights_sha256"] == on_file["weights_sha256"]
+    card["test_accuracy"] = 0.0  # a copy: the next call reads the file again
+    assert capszoo.card("ara-digits")["test_accuracy"] == on_file["test_accuracy"]
+    with pytest.raises(ValueError, match="unknown zoo entry 'ara-digts'.*did you mean ara-digits"):
+        capszoo.card("ara-digts")  # read_card's None would read as "not trained"
+    with pytest.raises(ValueError, match="zoo entry 'ara-svhn' is not trained yet: train it with `capszoo train "
+                                         "ara-svhn`$"):
+        capszoo.card("ara-svhn")
+
+
 def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
     if zoo.read_card("ara-digits") is None:
         pytest.fail("saved_models/ara-digits is not published: the README's demo needs it")
