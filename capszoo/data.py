@@ -27,6 +27,7 @@ import importlib.util
 import io
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import keras
@@ -147,6 +148,10 @@ def _load_npz(name, folder, origin):
             f"dataset {name!r} is not in the offline folder {folder} (set by {origin}): looked for "
             f"{', '.join(p.name for p in candidates)}. Put an .npz with x_train, y_train, x_test, y_test (uint8) "
             f"there, or unset the folder to use tensorflow-datasets (needs network on first use).")
+    if not zipfile.is_zipfile(path):  # else np.load tries it as a pickle, or returns a lone .npy array
+        raise DataUnavailableError(
+            f"cannot read {path}: it is not an .npz archive (a zip of named arrays, as numpy.savez writes); "
+            f"the file is damaged or of another format")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)

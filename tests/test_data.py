@@ -79,8 +79,30 @@ def test_npz_source_without_a_folder(monkeypatch):
         load_arrays(config(source="npz").data)
 
 
+def _npy_bytes():
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((3, 28, 28), np.uint8))
+    return buffer.getvalue()
+
+
+def _npz_bytes(damage):
+    buffer = io.BytesIO()
+    np.savez(buffer, **mnist_like())
+    return damage(bytearray(buffer.getvalue()))
+
+
+def _flip_a_data_byte(data):
+    data[200] ^= 0xFF  # inside x_test's stored bytes: the zip's CRC check fails
+    return bytes(data)
+
+
+# Not a zip at all and a lone .npy used to read "This file contains pickled (object) data" and
+# "'numpy.ndarray' object does not support the context manager protocol".
 @pytest.mark.parametrize("content, message", [
-    (b"not a zip file at all", "cannot read"),
+    (b"not a zip file at all", "it is not an .npz archive .* damaged or of another format"),
+    (_npy_bytes(), "it is not an .npz archive"),
+    (_npz_bytes(lambda data: bytes(data[: len(data) // 2])), "it is not an .npz archive"),  # cut short
+    (_npz_bytes(_flip_a_data_byte), r"cannot read .*mnist.npz: BadZipFile"),
     (None, "expected x_train, y_train, x_test, y_test"),
 ])
 def test_corrupt_or_wrong_files(tmp_path, content, message):
