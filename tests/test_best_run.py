@@ -67,3 +67,23 @@ def test_a_run_short_of_its_planned_epochs_has_no_final_accuracy_and_is_left_out
     assert result.returncode != 0 and result.stdout == ""
     assert "zoo-broken: no final val_accuracy, its metrics.json is not valid JSON" in result.stderr
     assert "no run has trained all its planned epochs" in result.stderr
+
+
+def test_a_run_with_no_epoch_logged_is_left_out_not_a_traceback(tmp_path):
+    """A member that crashed before its first epoch ended (no folder, no history.csv, or only its
+    header) used to stop the whole choice with FileNotFoundError, or was refused as a run without
+    validation data; the loan's rule then packed nothing, even for a member that finished."""
+    header = ["epoch", "accuracy", "val_accuracy"]
+    done = write_run(tmp_path / "zoo-done", header, [(0, 0.9, 0.80)])
+    (tmp_path / "zoo-empty").mkdir()
+    header_only = write_run(tmp_path / "zoo-header", header, [], metrics=False)
+    result = best(tmp_path / "zoo-missing", tmp_path / "zoo-empty", header_only, done)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "zoo-done"
+    for name, why in [("zoo-missing", "no such run folder"), ("zoo-empty", "no history.csv"),
+                      ("zoo-header", "no epoch in history.csv")]:
+        assert f"{name}: no final val_accuracy, {why} (it ended before its first epoch, or never started)" \
+            in result.stderr
+    assert "Traceback" not in result.stderr
+    usage = best()
+    assert usage.returncode == 2 and "the following arguments are required: RUN_DIR" in usage.stderr

@@ -9,10 +9,12 @@ metric after its output when a model has several), so a sweep may mix both kinds
 
 Only a run that trained all its planned epochs has a final validation accuracy: its metrics.json,
 which ``capszoo train`` writes when it returns, says so. A run still going, killed, or stopped by
-``--time-limit`` short of its schedule is named on stderr and left out; with none finished, the
-command fails and prints nothing on stdout.
+``--time-limit`` short of its schedule is named on stderr and left out, and so is a run with no
+epoch logged (no folder, no history.csv, or an empty one: it failed before its first epoch ended);
+with none finished, the command fails and prints nothing on stdout.
 """
 
+import argparse
 import csv
 import json
 import sys
@@ -40,7 +42,14 @@ def epochs_short(run, rows):
 
 def final_val_accuracy(run):
     """The last epoch's validation accuracy of a run that trained all its planned epochs, else None."""
-    rows = list(csv.DictReader((Path(run) / "history.csv").open()))
+    history = Path(run) / "history.csv"
+    rows = list(csv.DictReader(history.open())) if history.is_file() else []
+    if not rows:
+        why = ("no such run folder" if not Path(run).is_dir() else
+               "no history.csv" if not history.is_file() else "no epoch in history.csv")
+        print(f"{Path(run).name}: no final val_accuracy, {why} (it ended before its first epoch, or never started)",
+              file=sys.stderr)
+        return None
     column = next((c for c in COLUMNS if rows and rows[-1].get(c) not in (None, "", "NA")), None)
     if column is None:
         raise SystemExit(f"{run}: history.csv has no val_accuracy (train with data.validation_fraction > 0)")
@@ -62,4 +71,6 @@ def main(runs):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by capszoo train")
+    main(parser.parse_args().runs)
