@@ -6,10 +6,13 @@ has ``saved_models/NAME/`` with ``model.weights.h5`` and ``card.json``, which
 measured: test accuracy and loss from :func:`capszoo.training.evaluate` on the stated data,
 epochs, wall time, hardware, backend, versions, the config hash and the weights' sha256.
 
-Weights are looked for in ``$CAPSZOO_WEIGHTS_DIR/NAME/``, then in ``saved_models/NAME/`` of a
-source checkout or, installed from a wheel, in the bundled copy (``ara-digits`` only, for the
-offline demo); a card may also give a ``url``, fetched with ``keras.utils.get_file`` into
-the Keras cache. Every file is checked against the card's sha256 before it is loaded.
+Cards and weights are looked for in ``$CAPSZOO_WEIGHTS_DIR/NAME/``, then in ``saved_models/NAME/``
+of a source checkout or, installed from a wheel, in the bundled copy: every card, but the weights
+of ``ara-digits`` only (the offline demo's), so that the others are a download, not part of every
+install. An entry's weights are taken from its card's folder, else from the other folders (a
+weights file alone in ``$CAPSZOO_WEIGHTS_DIR/NAME/``), else from the card's ``url``, fetched with
+``keras.utils.get_file`` into the Keras cache. Every file is checked against the card's sha256
+before it is loaded.
 """
 
 from __future__ import annotations
@@ -45,16 +48,18 @@ def source_saved_models():
     return folder if folder.is_dir() else None
 
 
+def bundled_saved_models():
+    """The ``saved_models`` package an installed wheel holds (every card, the demo's weights)."""
+    return Path(__file__).resolve().parent / "saved_models"
+
+
 def _entry_dirs(name):
     """Where an entry's card and weights may be: $CAPSZOO_WEIGHTS_DIR, a source checkout's
     saved_models/, and the copy bundled inside an installed wheel (the demo model)."""
     dirs = []
     if os.environ.get(ENV_WEIGHTS_DIR):
         dirs.append(Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() / name)
-    if source_saved_models() is not None:
-        dirs.append(source_saved_models() / name)
-    else:
-        dirs.append(Path(__file__).resolve().parent / "saved_models" / name)
+    dirs.append((source_saved_models() or bundled_saved_models()) / name)
     return dirs
 
 
@@ -164,15 +169,21 @@ def list_models(pattern="*", trained_only=False, as_frame=False):
 
 
 def _zoo_weights(name, card):
-    """A verified local path to the entry's weights (downloading from the card's url if needed)."""
+    """A verified local path to the entry's weights: beside its card, else in another of its
+    folders, else downloaded from the card's url."""
     expected = card["weights_sha256"]
-    local = Path(card["_folder"]) / WEIGHTS_FILE
-    if local.is_file():
-        path = local
-    elif card.get("url"):
+    own = Path(card["_folder"])
+    candidates = [own / WEIGHTS_FILE] + [folder / WEIGHTS_FILE for folder in _entry_dirs(name) if folder != own]
+    path = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if path is None and card.get("url"):
         path = Path(_fetch(card["url"], f"{name}-{expected[:12]}.weights.h5"))
-    else:
-        raise ValueError(f"zoo entry {name!r} has a card but no weights file at {local} and no url")
+    elif path is None:
+        raise ValueError(
+            f"zoo entry {name!r} is trained ({card['test_accuracy']:.2%} test accuracy on its card) but its weights "
+            f"are not on this machine (looked for {', '.join(map(str, candidates))}) and its card has no url: a "
+            f"pip-installed capszoo holds only the demo's weights. Put {WEIGHTS_FILE} (sha256 {expected[:16]}...), "
+            f"from saved_models/{name}/ of the capszoo repository, in ${ENV_WEIGHTS_DIR}/{name}/, or pass "
+            f"weights=PATH_OR_URL")
     actual = sha256_file(path)
     if actual != expected:
         raise ValueError(f"weights {path} do not match the card of {name!r}: sha256 {actual[:16]}... "

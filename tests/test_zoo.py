@@ -75,6 +75,79 @@ def test_every_published_entry_matches_its_recipe_and_card():
         assert 0.0 <= card["test_accuracy"] <= 1.0 and card["epochs"] <= card.get("epochs_planned", card["epochs"])
 
 
+def installed_from_a_wheel(monkeypatch, bundle):
+    """The layout a pip-installed capszoo has: no source checkout, the package's saved_models
+    holding every card but only ara-digits' weights (pyproject's package-data), as ``bundle``."""
+    source = zoo.source_saved_models()
+    for card in source.glob(f"*/{zoo.CARD_FILE}"):
+        (bundle / card.parent.name).mkdir(parents=True)
+        shutil.copy(card, bundle / card.parent.name / zoo.CARD_FILE)
+    shutil.copy(source / "ara-digits" / zoo.WEIGHTS_FILE, bundle / "ara-digits" / zoo.WEIGHTS_FILE)
+    monkeypatch.setattr(zoo, "source_saved_models", lambda: None)
+    monkeypatch.setattr(zoo, "bundled_saved_models", lambda: bundle)
+    monkeypatch.delenv(zoo.ENV_WEIGHTS_DIR, raising=False)
+
+
+def test_an_installed_wheel_knows_every_trained_entry_and_where_its_weights_go(monkeypatch, tmp_path):
+    """A wheel used to bundle ara-digits' card alone, so `capszoo.load("ara-cifar10")` said the
+    entry was "not trained yet: train it", list_models(trained_only=True) gave ['ara-digits'] and
+    `capszoo card ara-mnist` failed. Every card ships now; the weights stay a download."""
+    source = zoo.source_saved_models()
+    installed_from_a_wheel(monkeypatch, tmp_path / "bundle")
+    published = sorted(p.parent.name for p in source.glob(f"*/{zoo.CARD_FILE}"))
+    assert capszoo.list_models(trained_only=True) == published
+    assert capszoo.card("dra-mnist") == json.loads((source / "dra-mnist" / zoo.CARD_FILE).read_text())
+    assert capszoo.load("ara-digits", compile=False).count_params() == capszoo.card("ara-digits")["params"]
+    card = capszoo.card("dra-digits")
+    with pytest.raises(ValueError, match=re.escape(
+            f"zoo entry 'dra-digits' is trained ({card['test_accuracy']:.2%} test accuracy on its card) but its "
+            f"weights are not on this machine (looked for {tmp_path / 'bundle' / 'dra-digits' / 'model.weights.h5'})"
+            f" and its card has no url: a pip-installed capszoo holds only the demo's weights. Put model.weights.h5 "
+            f"(sha256 {card['weights_sha256'][:16]}...), from saved_models/dra-digits/ of the capszoo repository, "
+            f"in $CAPSZOO_WEIGHTS_DIR/dra-digits/, or pass weights=PATH_OR_URL")):
+        capszoo.load("dra-digits")
+    # the weights file alone in $CAPSZOO_WEIGHTS_DIR/NAME/ is checked against the bundled card
+    monkeypatch.setenv(zoo.ENV_WEIGHTS_DIR, str(tmp_path / "downloads"))
+    (tmp_path / "downloads" / "dra-digits").mkdir(parents=True)
+    shutil.copy(source / "uniform-digits" / zoo.WEIGHTS_FILE, tmp_path / "downloads" / "dra-digits")
+    with pytest.raises(ValueError, match="weights .*downloads/dra-digits/model.weights.h5 do not match the card of"):
+        capszoo.load("dra-digits")  # same architecture, other weights: refused by the sha256
+    shutil.copy(source / "dra-digits" / zoo.WEIGHTS_FILE, tmp_path / "downloads" / "dra-digits")
+    loaded = capszoo.load("dra-digits", compile=False)
+    reference = capszoo.load("dra-digits", weights=source / "dra-digits" / zoo.WEIGHTS_FILE, compile=False)
+    for ours, theirs in zip(loaded.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_wheel_holds_every_config_and_card_and_the_demo_weights_only(tmp_path):
+    """What pyproject's package-data puts in a wheel, built from a copy of the tree (the weights
+    stood in for by small files, so that a wrongly included one shows without 300 MB copied)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"
+    shutil.copytree(root / "capszoo", tree / "capszoo", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "zoo_configs", tree / "zoo_configs")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, tree / name)
+    for card in (root / "saved_models").glob(f"*/{zoo.CARD_FILE}"):
+        (tree / "saved_models" / card.parent.name).mkdir(parents=True)
+        shutil.copy(card, tree / "saved_models" / card.parent.name / zoo.CARD_FILE)
+        (tree / "saved_models" / card.parent.name / zoo.WEIGHTS_FILE).write_bytes(b"stand-in")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(tree)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("capszoo-*.whl")
+    files = set(zipfile.ZipFile(wheel).namelist())
+    configs = {f"capszoo/zoo_configs/{p.name}" for p in (root / "zoo_configs").glob("*.toml")}
+    cards = {f"capszoo/saved_models/{p.parent.name}/card.json" for p in (root / "saved_models").glob("*/card.json")}
+    assert len(configs) == len(zoo.zoo_names()) and configs <= files
+    assert len(cards) >= 15 and cards <= files
+    assert {f for f in files if f.endswith(".h5")} == {"capszoo/saved_models/ara-digits/model.weights.h5"}
+
+
 def test_list_models_frame_gives_params_of_untrained_entries():
     frame = capszoo.list_models("*4-cifar10", as_frame=True).set_index("name")
     assert frame.loc["ara4-cifar10", "params"] == 74_659_072
