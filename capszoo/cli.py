@@ -339,7 +339,8 @@ def build_parser():
                                               "from the run's measured metrics.")
     publish.add_argument("run", metavar="RUN_DIR")
     publish.add_argument("--name", help="zoo entry (default: the run's config name)")
-    publish.add_argument("--dest", help="target folder (default saved_models/NAME)")
+    publish.add_argument("--dest", help="target folder (default saved_models/NAME of a source checkout, "
+                         "$CAPSZOO_WEIGHTS_DIR/NAME of an installed capszoo)")
     publish.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
                          help="store the weights as float32 (default) or float16: half the file, loaded as float32, "
                               "refused if it moves the test accuracy by more than 0.05 points")

@@ -287,6 +287,18 @@ def _card_dataset(source, dataset):
 FLOAT16_TOLERANCE_POINTS = 0.05  # the most float16 storage may move test accuracy (the zoo issue's bar)
 
 
+def _publish_folder(name):
+    """Where :func:`publish` puts an entry by default: ``saved_models/NAME/`` of a source checkout;
+    installed from a wheel, ``$CAPSZOO_WEIGHTS_DIR/NAME/``, where :func:`load` looks first. (A
+    ``./saved_models`` there would never be read: the installed package's cards would win.)"""
+    if source_saved_models() is not None:
+        return source_saved_models() / name
+    if os.environ.get(ENV_WEIGHTS_DIR):
+        return Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() / name
+    raise ValueError(f"this capszoo is installed, not a source checkout: set ${ENV_WEIGHTS_DIR} to the folder "
+                     f"capszoo.load should read {name!r} from (publish writes {name}/ there), or pass --dest")
+
+
 def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     """Copy a finished run's weights into ``saved_models/NAME/`` and write its card.
 
@@ -318,7 +330,7 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     from capszoo.training import build_model, evaluate, hardware, versions
 
     check_weights_dtype(weights_dtype)  # before anything is written
-    dest = Path(dest) if dest else (source_saved_models() or Path("saved_models")) / name
+    dest = Path(dest) if dest else _publish_folder(name)
     dest.mkdir(parents=True, exist_ok=True)
     # Re-save through an uncompiled model: the same weight values, without optimizer state;
     # under a temporary name until it has been measured.

@@ -225,6 +225,23 @@ def test_publish_writes_weights_and_a_measured_card(private_zoo):
 
 
 
+def test_publishing_from_an_installed_capszoo_goes_where_load_looks(private_zoo, monkeypatch):
+    """Installed from a wheel, publish wrote ./saved_models/NAME, which load never reads."""
+    tmp_path, model, _, _ = private_zoo
+    monkeypatch.setattr(zoo, "source_saved_models", lambda: None)
+    monkeypatch.setattr(zoo, "bundled_saved_models", lambda: tmp_path / "bundle")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"this capszoo is installed, not a source checkout: set \$CAPSZOO_WEIGHTS_DIR "
+                                         r"to the folder capszoo.load should read 'tiny-digits' from"):
+        zoo.publish(tmp_path / "run")
+    assert not (tmp_path / "saved_models" / "tiny-digits" / "publishing.model.weights.h5").exists()
+    monkeypatch.setenv(zoo.ENV_WEIGHTS_DIR, str(tmp_path / "mine"))
+    assert zoo.publish(tmp_path / "run") == tmp_path / "mine" / "tiny-digits"
+    loaded = capszoo.load("tiny-digits", compile=False)
+    for ours, theirs in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_publish_measures_the_weights_here_not_only_where_they_trained(private_zoo):
     """A run trained elsewhere (a GPU with JAX): the card's accuracy is measured on this machine."""
     tmp_path, _, metrics, published = private_zoo
