@@ -58,7 +58,6 @@ CLASS_NAMES = {
 }
 
 
-
 def class_names(config_or_name):
     """The class names, in class-id order, of a zoo entry, a run folder, a config file or a
     :class:`~capszoo.config.Config`: ``class_names("ara-fashion-mnist")[k]`` names class id ``k``

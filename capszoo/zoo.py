@@ -54,8 +54,8 @@ def bundled_saved_models():
 
 
 def _entry_dirs(name):
-    """Where an entry's card and weights may be: $CAPSZOO_WEIGHTS_DIR, a source checkout's
-    saved_models/, and the copy bundled inside an installed wheel (the demo model)."""
+    """Where an entry's card and weights may be: $CAPSZOO_WEIGHTS_DIR, then a source checkout's
+    saved_models/ or else the copy inside an installed wheel (every card, the demo's weights)."""
     dirs = []
     if os.environ.get(ENV_WEIGHTS_DIR):
         dirs.append(Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() / name)
