@@ -375,8 +375,9 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         out_dir: the run folder (default ``runs/NAME``).
         epochs, data_dir, precision: override ``training.epochs`` / ``data.data_dir`` /
             ``training.precision``.
-        resume: continue from the newest checkpoint in ``out_dir``; without it a folder that
-            already holds checkpoints is refused.
+        resume: continue from the newest checkpoint in ``out_dir`` (from the start if it holds
+            none yet); ``out_dir`` must exist. Without it a folder that already holds checkpoints
+            is refused.
         distribute: ``None``, ``"mirrored"`` (all local devices) or ``"multi_worker"``
             (``TF_CONFIG``), TensorFlow backend.
         time_limit: seconds of training after which no further epoch is started (see
@@ -401,6 +402,8 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir, precision=precision)
     run = Path(out_dir or Path("runs") / config.name)
     checkpoints = run / "checkpoints"
+    if resume and not from_zoo and not run.is_dir():  # a mistyped --out would otherwise start afresh, for hours
+        raise TrainingError(f"nothing to resume: run folder {run} does not exist (to start a new run, drop --resume)")
     splits = None
     if from_zoo:
         splits = load_splits(config)  # the data must be there before a run folder is made

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from capszoo.cli import main
 from capszoo.config import load_config
 from capszoo.runs import load_trained
 from capszoo.training import NanGuard, TrainingError, evaluate, hardware, learning_rate, train, versions
@@ -92,6 +93,21 @@ def test_existing_checkpoints_need_resume(tiny_config_path, tmp_path):
     _, metrics = train(tiny_config_path, out_dir=run, epochs=2, resume=True, verbose=0)
     assert metrics["resumed_from_epoch"] == 1 and metrics["epochs_this_run"] == 1
     assert [int(r["epoch"]) for r in history(run)] == [0, 1]
+
+
+def test_resume_of_a_run_folder_that_does_not_exist_is_refused(tiny_config_path, tmp_path, capsys):
+    """`--resume --out` with a mistyped folder started a new run from epoch 0, silently: hours on
+    a CPU before anyone noticed. A folder that exists but holds no checkpoint yet (killed in its
+    first epoch) still starts from the beginning."""
+    with pytest.raises(TrainingError, match=f"nothing to resume: run folder {tmp_path / 'typo'} does not exist "
+                                            r"\(to start a new run, drop --resume\)"):
+        train(tiny_config_path, out_dir=tmp_path / "typo", epochs=1, resume=True, verbose=0)
+    assert not (tmp_path / "typo").exists()
+    assert main(["train", str(tiny_config_path), "--out", str(tmp_path / "typo"), "--resume", "--verbose", "0"]) == 2
+    assert capsys.readouterr().err.startswith("capszoo train: error: nothing to resume: run folder")
+    (tmp_path / "killed").mkdir()
+    _, metrics = train(tiny_config_path, out_dir=tmp_path / "killed", epochs=1, resume=True, verbose=0)
+    assert metrics["resumed_from_epoch"] == 0 and metrics["epochs"] == 1
 
 
 def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_config_path, tmp_path):
@@ -209,6 +225,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import json, numpy as np
+from capszoo.cli import main
 from capszoo.config import load_config
 from capszoo.training import train
 config = load_config(sys.argv[1]).replace(data={"train_subset": 256, "validation_fraction": 0.0},

@@ -84,7 +84,7 @@ def table1(args, datasets):
             run = Path(args.runs) / f"table1-{config.name}"
             metrics = finished_run(run, config)
             if metrics is None:
-                _, metrics = train(config, out_dir=run, verbose=0, resume=True)
+                _, metrics = train(config, out_dir=run, verbose=0, resume=run.is_dir())
             print(f"  {config.name}: test accuracy {metrics['test_accuracy']:.4f} "
                   f"({metrics['epochs']} epochs, {metrics['train_examples']} training images)", flush=True)
             row[f"{routing} here"] = round(100 * metrics["test_accuracy"], 2)
