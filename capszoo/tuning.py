@@ -228,26 +228,34 @@ def make_tuner(config, tuner="random", max_trials=10, epochs=2, directory="tunin
     return cls(max_trials=max_trials, **common)
 
 
+def holds_search(project):
+    """Whether the keras-tuner project folder ``project`` (``DIRECTORY/NAME``) holds a search."""
+    project = Path(project)
+    return (project / "oracle.json").is_file() or (project / "tuner0.json").is_file()
+
+
 def search(config, tuner="random", max_trials=10, epochs=2, subset=None, directory="tuning", project_name=None,
            resume=False, overwrite=False, verbose=0, progress=None, joining=False):
     """Run a search and return the tuner.
 
     ``subset`` uses only the first N training examples (then the validation split is carved from
     them). A ``directory``/``project_name`` that already holds a search is refused unless
-    ``resume=True`` (continue it) or ``overwrite=True`` (start again); ``joining=True`` is a
-    distributed worker joining the chief's search there.
+    ``resume=True`` (continue it) or ``overwrite=True`` (start again), and ``resume=True`` where
+    it holds none; ``joining=True`` is a distributed worker joining the chief's search there.
     """
     from capszoo.data import load_splits, make_dataset, steps_per_epoch
 
     _check_budget(max_trials, epochs)  # before the data loads
     base = tuning_config(config, subset)
     project = Path(directory) / (project_name or base.name)
-    exists = (project / "oracle.json").is_file() or (project / "tuner0.json").is_file()
+    exists = holds_search(project)
     if joining:
         resume, overwrite = True, False
     if exists and not (resume or overwrite):
         raise ValueError(f"{project} already holds a search: pass resume=True (--resume) to continue it or "
                          "overwrite=True (--overwrite) to start again")
+    if resume and not exists and not joining:  # a mistyped --directory would otherwise start afresh
+        raise ValueError(f"nothing to resume: {project} holds no search (to start one, drop --resume)")
     splits = load_splits(base)  # fails early, with one clear message, when the data is missing
     keras.utils.set_random_seed(base.training.seed)
     found = make_tuner(base, tuner, max_trials, epochs, directory, project_name, overwrite=overwrite and not resume,

@@ -223,6 +223,11 @@ def test_grid_search_runs_every_point_once_and_exports_the_best(search_config, t
     again = tuning.search(search_config, "grid", max_trials=10, epochs=1, subset=300, directory=tmp_path / "tune",
                           resume=True, progress=lambda values, metrics: lines.append(values))
     assert len(lines) == 4 and len(tuning.results_frame(again)) == 4
+    # resume on a folder holding no search (a mistyped --directory) used to start one, silently
+    with pytest.raises(ValueError, match=f"nothing to resume: {tmp_path / 'tnue'}.* holds no search "
+                                         r"\(to start one, drop --resume\)"):
+        tuning.search(search_config, "grid", epochs=1, subset=300, directory=tmp_path / "tnue", resume=True)
+    assert not (tmp_path / "tnue").exists()
 
     out = tuning.export_best(tuner, tmp_path / "best")
     config = load_config(out / "config.toml")

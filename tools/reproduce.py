@@ -110,7 +110,8 @@ def grid(args):
                             search={"lam": [float(x) for x in args.lams], "depth": [int(d) for d in args.depths]})
     points = len(base.search.lam) * len(base.search.depth)
     tuner = tuning.search(base, "grid", max_trials=points, epochs=args.epochs,
-                          subset=args.subset, directory=args.tuning_dir, resume=True,
+                          subset=args.subset, directory=args.tuning_dir,
+                          resume=tuning.holds_search(Path(args.tuning_dir) / base.name),
                           progress=lambda values, metrics: print("  trial", values, round(metrics["val_accuracy"], 4),
                                                                  flush=True))
     frame = tuning.results_frame(tuner)
