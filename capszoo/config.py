@@ -609,13 +609,18 @@ def zoo_entry_file(text):
     return entry if entry.is_file() else None
 
 
+def entry_spelling(text):
+    """``text`` spelt as entry names are, lower case with hyphens: 'ARA-MNIST' and
+    'ara_fashion_mnist' (the datasets' spelling) mean ara-mnist and ara-fashion-mnist."""
+    return text.lower().replace("_", "-")
+
+
 def _unknown_name(text, what, detail=""):
     """``what {text!r}`` unknown, with the zoo entries closest to it."""
     import difflib
 
     names = zoo_names()
-    # Entry names are lower case with hyphens: 'ARA-MNIST' and 'ara_fashion_mnist' mean one.
-    close = difflib.get_close_matches(text.lower().replace("_", "-"), names, n=3)
+    close = difflib.get_close_matches(entry_spelling(text), names, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
     return ValueError(f"unknown {what} {text!r}{detail}{hint}")
 

@@ -23,7 +23,7 @@ import os
 from itertools import groupby
 from pathlib import Path
 
-from capszoo.config import load_config, zoo_entry_config, zoo_names
+from capszoo.config import entry_spelling, load_config, zoo_entry_config, zoo_names
 from capszoo.data import sha256_file
 from capszoo.routing.base import routing_parameters
 from capszoo.runs import (
@@ -135,12 +135,13 @@ def _check_flags(function, **flags):
 
 
 def list_models(pattern="*", trained_only=False, as_frame=False):
-    """Zoo entry names matching a shell ``pattern`` (``"ara*"``), or a pandas DataFrame with their
-    dataset, depth, routing, λ, iterations, params, trained flag and measured test accuracy."""
+    """Zoo entry names matching a shell ``pattern`` (``"ara*"``; case and ``_`` for ``-`` do not
+    matter), or a pandas DataFrame with their dataset, depth, routing, λ, iterations, params,
+    trained flag and measured test accuracy."""
     if not isinstance(pattern, str):
         raise TypeError(f"capszoo.list_models: pattern must be a shell pattern such as 'ara*', got {pattern!r}")
     _check_flags("capszoo.list_models", trained_only=trained_only, as_frame=as_frame)
-    names = [n for n in zoo_names() if fnmatch.fnmatch(n, pattern)]
+    names = [n for n in zoo_names() if fnmatch.fnmatchcase(n, entry_spelling(pattern))]
     cards = {n: read_card(n) for n in names}
     if trained_only:
         names = [n for n in names if cards[n] is not None]

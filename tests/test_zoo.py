@@ -24,6 +24,10 @@ def test_list_models_names_patterns_and_frame():
     ara = frame.set_index("name").loc["ara-mnist"]
     assert (ara.dataset, ara.depth, ara.routing, ara.lam) == ("mnist", 2, "adaptive_lambda", 3.0)
     assert np.isnan(ara.iterations) or ara.iterations is None
+    # patterns are spelt as names are: 'ARA*' and '*fashion_mnist' matched nothing
+    assert capszoo.list_models("ARA*") == capszoo.list_models("ara*")
+    assert capszoo.list_models("*fashion_mnist") == capszoo.list_models("*fashion-mnist") != []
+    assert capszoo.list_models("[ad]ra-mnist") == ["ara-mnist", "dra-mnist"]
 
 
 ZOO_DATASETS = {"digits": "digits", "mnist": "mnist", "fashion-mnist": "fashion_mnist", "cifar10": "cifar10",
