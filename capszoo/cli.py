@@ -12,7 +12,7 @@ def cmd_demo(args):
 
     from capszoo import zoo
     from capszoo.config import load_config
-    from capszoo.data import CLASS_NAMES, load_splits, scale_and_resize_numpy
+    from capszoo.data import class_names, load_splits, scale_and_resize_numpy
 
     name = "ara-digits"
     config = load_config(name)
@@ -29,7 +29,7 @@ def cmd_demo(args):
           f"trained {zoo.trained_how(card)}")
     print(f"\ntest accuracy on the {len(y_test)} held-out scikit-learn digits: {accuracy:.4f} "
           f"(card: {card['test_accuracy']:.4f})\n")
-    table = pd.DataFrame({"class": CLASS_NAMES["digits"],
+    table = pd.DataFrame({"class": class_names(config),
                           "examples": np.bincount(y_test, minlength=10),
                           "correct": np.bincount(y_test[predicted == y_test], minlength=10)})
     table["accuracy"] = (table["correct"] / table["examples"]).round(4)
