@@ -92,7 +92,7 @@ def _npz_bytes(damage):
 
 
 def _flip_a_data_byte(data):
-    data[200] ^= 0xFF  # inside x_test's stored bytes: the zip's CRC check fails
+    data[200] ^= 0xFF  # inside the first array's stored bytes: the zip's CRC check fails
     return bytes(data)
 
 
