@@ -53,12 +53,15 @@ def bundled_saved_models():
     return Path(__file__).resolve().parent / "saved_models"
 
 
+def _user_weights_dir():
+    """``$CAPSZOO_WEIGHTS_DIR`` as a path, or None when it is unset or empty."""
+    return Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() if os.environ.get(ENV_WEIGHTS_DIR) else None
+
+
 def _entry_dirs(name):
     """Where an entry's card and weights may be: $CAPSZOO_WEIGHTS_DIR, then a source checkout's
     saved_models/ or else the copy inside an installed wheel (every card, the demo's weights)."""
-    dirs = []
-    if os.environ.get(ENV_WEIGHTS_DIR):
-        dirs.append(Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() / name)
+    dirs = [_user_weights_dir() / name] if _user_weights_dir() else []
     dirs.append((source_saved_models() or bundled_saved_models()) / name)
     return dirs
 
@@ -294,8 +297,8 @@ def _publish_folder(name):
     ``./saved_models`` there would never be read: the installed package's cards would win.)"""
     if source_saved_models() is not None:
         return source_saved_models() / name
-    if os.environ.get(ENV_WEIGHTS_DIR):
-        return Path(os.environ[ENV_WEIGHTS_DIR]).expanduser() / name
+    if _user_weights_dir():
+        return _user_weights_dir() / name
     raise ValueError(f"this capszoo is installed, not a source checkout: set ${ENV_WEIGHTS_DIR} to the folder "
                      f"capszoo.load should read {name!r} from (publish writes {name}/ there), or pass --dest")
 
