@@ -196,10 +196,16 @@ def _zoo_weights(name, card):
 
 
 def _fetch(url, fname):
+    """Keras' get_file into its cache; its "Downloading data from" line and progress bar go to
+    stderr, so that what a command prints on stdout (`capszoo eval`'s JSON) stays its own."""
+    import contextlib
+    import sys
+
     import keras
 
     try:
-        return keras.utils.get_file(fname=fname, origin=url, cache_dir=FETCH_CACHE_DIR, cache_subdir="capszoo")
+        with contextlib.redirect_stdout(sys.stderr):
+            return keras.utils.get_file(fname=fname, origin=url, cache_dir=FETCH_CACHE_DIR, cache_subdir="capszoo")
     except Exception as err:
         raise ValueError(f"cannot fetch weights from {url}: {type(err).__name__}: {err}") from None
 
