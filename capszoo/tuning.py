@@ -228,6 +228,11 @@ def make_tuner(config, tuner="random", max_trials=10, epochs=2, directory="tunin
     return cls(max_trials=max_trials, **common)
 
 
+def project_folder(config, directory="tuning", project_name=None):
+    """``DIRECTORY/NAME``: the keras-tuner project folder a search of ``config`` uses."""
+    return Path(directory) / (project_name or load_config(config).name)
+
+
 def holds_search(project):
     """Whether the keras-tuner project folder ``project`` (``DIRECTORY/NAME``) holds a search."""
     project = Path(project)
@@ -247,7 +252,7 @@ def search(config, tuner="random", max_trials=10, epochs=2, subset=None, directo
 
     _check_budget(max_trials, epochs)  # before the data loads
     base = tuning_config(config, subset)
-    project = Path(directory) / (project_name or base.name)
+    project = project_folder(base, directory, project_name)
     exists = holds_search(project)
     if joining:
         resume, overwrite = True, False

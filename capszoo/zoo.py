@@ -17,9 +17,11 @@ before it is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
+import sys
 from itertools import groupby
 from pathlib import Path
 
@@ -61,9 +63,8 @@ def _user_weights_dir():
 def _entry_dirs(name):
     """Where an entry's card and weights may be: $CAPSZOO_WEIGHTS_DIR, then a source checkout's
     saved_models/ or else the copy inside an installed wheel (every card, the demo's weights)."""
-    dirs = [_user_weights_dir() / name] if _user_weights_dir() else []
-    dirs.append((source_saved_models() or bundled_saved_models()) / name)
-    return dirs
+    user = _user_weights_dir()
+    return ([user / name] if user else []) + [(source_saved_models() or bundled_saved_models()) / name]
 
 
 # What loading, listing and the CLI read from every card; publish() always writes them.
@@ -198,9 +199,6 @@ def _zoo_weights(name, card):
 def _fetch(url, fname):
     """Keras' get_file into its cache; its "Downloading data from" line and progress bar go to
     stderr, so that what a command prints on stdout (`capszoo eval`'s JSON) stays its own."""
-    import contextlib
-    import sys
-
     import keras
 
     try:
@@ -301,10 +299,9 @@ def _publish_folder(name):
     """Where :func:`publish` puts an entry by default: ``saved_models/NAME/`` of a source checkout;
     installed from a wheel, ``$CAPSZOO_WEIGHTS_DIR/NAME/``, where :func:`load` looks first. (A
     ``./saved_models`` there would never be read: the installed package's cards would win.)"""
-    if source_saved_models() is not None:
-        return source_saved_models() / name
-    if _user_weights_dir():
-        return _user_weights_dir() / name
+    folder = source_saved_models() or _user_weights_dir()
+    if folder is not None:
+        return folder / name
     raise ValueError(f"this capszoo is installed, not a source checkout: set ${ENV_WEIGHTS_DIR} to the folder "
                      f"capszoo.load should read {name!r} from (publish writes {name}/ there), or pass --dest")
 

@@ -18,12 +18,10 @@
 # re-evaluates the weights on this machine before it writes the card.
 #
 # Learnt on an H100 (2026-11-22):
-# - The tree that travels is limited to 64 MiB and saved_models/ is larger. Before the calls:
-#   `git rm -r -q --cached saved_models/*/model.weights.h5` and add the line
-#   `/saved_models/*/model.weights.h5` to .git/info/exclude; afterwards remove that line and
-#   `git reset -q -- saved_models`. Commit nothing in between. To continue an entry with
-#   TRAIN_ARGS=--from-zoo, name its saved_models/NAME/model.weights.h5 in the run tool's `carry`.
-#   `bash tools/device_prep.sh on FILE.npz [FILE2.npz]` / `off` does all of this, wheels and data too.
+# - The tree that travels is limited to 64 MiB and saved_models/ is larger: before the calls
+#   `bash tools/device_prep.sh on FILE.npz [FILE2.npz]` (wheels, data, the weights out of git's
+#   index), after them `bash tools/device_prep.sh off`; commit nothing in between. To continue an
+#   entry with TRAIN_ARGS=--from-zoo, name its saved_models/NAME/model.weights.h5 in `carry`.
 # - The machine is given back 30 s after a call ends, and detached runs die with it: have the
 #   next call ready before the previous one returns.
 # - Five runs at once kept CIFAR-10 epochs at 8-17 s; nine made them 50 s (the first, compiling,

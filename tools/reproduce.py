@@ -111,7 +111,7 @@ def grid(args):
     points = len(base.search.lam) * len(base.search.depth)
     tuner = tuning.search(base, "grid", max_trials=points, epochs=args.epochs,
                           subset=args.subset, directory=args.tuning_dir,
-                          resume=tuning.holds_search(Path(args.tuning_dir) / base.name),
+                          resume=tuning.holds_search(tuning.project_folder(base, args.tuning_dir)),
                           progress=lambda values, metrics: print("  trial", values, round(metrics["val_accuracy"], 4),
                                                                  flush=True))
     frame = tuning.results_frame(tuner)
