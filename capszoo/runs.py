@@ -126,10 +126,69 @@ def load_weights_checked(model, weights):
     try:
         model.load_weights(path)
     except Exception as err:  # h5py / Keras errors for truncated files and other architectures
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        why = _architecture_difference(model, path) or _first_line(err)
         raise ValueError(f"cannot load weights {path} into {model.name} ({model.model_config.routing} routing, "
-                         f"capsules {list(model.model_config.capsules)}): {first}") from None
+                         f"capsules {list(model.model_config.capsules)}): {why}") from None
     return model
+
+
+def _first_line(err):
+    text = " ".join(line.strip() for line in str(err).strip().splitlines()[:3] if line.strip())
+    return text[:300] or type(err).__name__
+
+
+def _array_shapes(source):
+    """``{path: shape}`` of the weight arrays in a Keras weights file (``.weights.h5`` or ``.keras``).
+
+    The optimizer's slots (a ``.keras`` checkpoint's) are left out; ``None`` where the file
+    cannot be read as either.
+    """
+    import zipfile
+
+    import h5py
+
+    def shapes(h5):
+        found = {}
+        h5.visititems(lambda name, item: found.update({name: tuple(item.shape)})
+                      if isinstance(item, h5py.Dataset) and not name.startswith("optimizer/") else None)
+        return found
+
+    try:
+        if zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as archive, archive.open("model.weights.h5") as inner, \
+                    h5py.File(inner, "r") as h5:
+                return shapes(h5)
+        with h5py.File(source, "r") as h5:
+            return shapes(h5)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _architecture_difference(model, path, shown=3):
+    """Which weight arrays of ``path`` differ from ``model``'s, in words; ``None`` if none do or unreadable."""
+    import tempfile
+
+    given = _array_shapes(path)
+    if given is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:  # the model's own layout, as Keras writes it
+        mine = Path(folder) / "model.weights.h5"
+        model.save_weights(mine)
+        expected = _array_shapes(mine)
+
+    differences = []
+    for name in sorted(set(given) | set(expected)):
+        if name not in expected:
+            differences.append(f"{name} {given[name]} is in the file only")
+        elif name not in given:
+            differences.append(f"{name} {expected[name]} is missing from the file")
+        elif given[name] != expected[name]:
+            differences.append(f"{name} is {given[name]} in the file, {expected[name]} in the model")
+    if not differences:
+        return None
+    more = f" and {len(differences) - shown} more" if len(differences) > shown else ""
+    return ("the file holds the weights of another architecture: " + "; ".join(differences[:shown]) + more
+            + f" ({len(differences)} of {len(set(given) | set(expected))} weight arrays differ)")
 
 
 def load_trained(spec, weights=None):

@@ -423,7 +423,30 @@ def test_weights_from_another_architecture_are_refused(private_zoo):
                              primary_dim=4, primary_kernel_size=3, routing="uniform")
     path = published.parent / "other.weights.h5"
     other.save_weights(path)
-    with pytest.raises(ValueError, match="cannot load weights .*other.weights.h5 into"):
+    with pytest.raises(ValueError, match="cannot load weights .*other.weights.h5 into") as refused:
+        capszoo.load("tiny-digits", weights=str(path))
+    # It ended in Keras' dangling "Example error message for object <CapsuleLayer ...>:"; it now
+    # names the arrays that differ, as the two files hold them.
+    message = str(refused.value)
+    assert "the file holds the weights of another architecture: " in message
+    assert "conv/vars/0 is (3, 3, 1, 4) in the file, (3, 3, 1, 8) in the model" in message
+    assert message.endswith("(5 of 5 weight arrays differ)")
+
+
+def test_a_checkpoint_of_a_deeper_network_is_refused_naming_its_extra_layer(private_zoo):
+    tmp_path, _, _, _ = private_zoo
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("*.keras"))[-1]
+    assert capszoo.load("tiny-digits", weights=str(checkpoint)).count_params() > 0  # same network: loads
+    deeper = capszoo.load("tiny-digits", weights=None).model_config.replace(capsules=(6, 10), capsule_dims=(4, 4))
+    other = capszoo.CapsNet(deeper)
+    other.compile(optimizer=keras.optimizers.Adam(), loss=capszoo.MarginLoss())
+    other.optimizer.build(other.trainable_variables)  # its slots are in the file, and not counted
+    path = tmp_path / "deeper.keras"
+    other.save(path)
+    with pytest.raises(ValueError, match=re.escape(
+            "the file holds the weights of another architecture: capsule_layers/capsule_layer/vars/0 is "
+            "(64, 4, 6, 4) in the file, (64, 4, 10, 4) in the model; capsule_layers/capsule_layer_1/vars/0 "
+            "(6, 4, 10, 4) is in the file only (2 of 6 weight arrays differ)")):
         capszoo.load("tiny-digits", weights=str(path))
 
 
