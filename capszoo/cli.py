@@ -262,16 +262,39 @@ def cmd_predict(args):
     from capszoo.training import predict_scores
 
     config = load_config(args.model)  # the images are checked before the model loads
-    images = [load_image(path, config.model.input_shape) for path in args.images]
+    paths = _image_paths(args.images)
+    images = [load_image(path, config.model.input_shape) for path in paths]
     images = np.stack([check_background(1.0 - image if args.invert else image, path, config.data.dataset,
-                                        inverted=args.invert) for path, image in zip(args.images, images, strict=True)])
+                                        inverted=args.invert) for path, image in zip(paths, images, strict=True)])
     model, _ = load_trained(args.model, weights=args.weights)  # the same config
     scores = predict_scores(model, images)
     names = class_names(config)
-    for path, row in zip(args.images, scores, strict=True):
+    for path, row in zip(paths, scores, strict=True):
         k = int(row.argmax())
         print(f"{path}\t{k}\t{names[k]}\t{row[k]:.4f}")
     return 0
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _image_paths(arguments):
+    """The image files ``predict`` was given: a folder stands for its PNG/JPEG files, by name."""
+    from pathlib import Path
+
+    paths = []
+    for argument in arguments:
+        folder = Path(argument)
+        if not folder.is_dir():
+            paths.append(argument)
+            continue
+        found = sorted(str(path) for path in folder.iterdir()
+                       if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+        if not found:
+            raise ValueError(f"folder {argument} holds no PNG/JPEG file (*.png, *.jpg, *.jpeg; subfolders "
+                             "are not searched)")
+        paths.extend(found)
+    return paths
 
 
 def cmd_export(args):
@@ -435,9 +458,11 @@ def build_parser():
     evaluate.set_defaults(func=cmd_eval)
 
     predict = commands.add_parser("predict", help="classify image files",
-                                  description="Classify PNG/JPEG files: prints path, class id, class name, score.")
+                                  description="Classify PNG/JPEG files (or folders of them): prints path, class id, "
+                                              "class name, score.")
     predict.add_argument("model", metavar="MODEL", help=model_help)
-    predict.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files")
+    predict.add_argument("images", metavar="IMAGE", nargs="+",
+                         help="PNG or JPEG files, or folders (their *.png, *.jpg and *.jpeg files, by name)")
     predict.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
     predict.add_argument("--invert", action="store_true",
                          help="invert the images' gray levels: dark digits or objects on a light background for a "

@@ -154,6 +154,30 @@ def test_predict_refuses_a_light_background_for_light_on_black_models_unless_inv
     assert capsys.readouterr().out.split("\t")[:2] == [str(path), str(digits.target[-1])]
 
 
+def test_predict_takes_a_folder_as_its_png_and_jpeg_files_by_name(tmp_path, capsys):
+    # A folder was "not a readable PNG/JPEG image (IsADirectoryError)".
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = tmp_path / "scans"
+    (folder / "deeper").mkdir(parents=True)
+    for name, k in (("b.JPG", 1), ("a.png", 0), ("c.jpeg", 2), ("deeper/d.png", 3)):
+        save = {"quality": 95} if name.lower().endswith(("jpg", "jpeg")) else {}
+        _image_file(folder, name, (digits.images[k] * 255 / 16).astype(np.uint8), **save)
+    (folder / "notes.txt").write_text("not an image")
+    lone = _image_file(tmp_path, "lone.png", (digits.images[4] * 255 / 16).astype(np.uint8))
+    assert main(["predict", "ara-digits", str(folder), str(lone)]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [row[0] for row in rows] == [str(folder / "a.png"), str(folder / "b.JPG"), str(folder / "c.jpeg"),
+                                        str(lone)]
+    assert [row[1] for row in rows] == ["0", "1", "2", "4"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", "ara-digits", str(empty)]) == 2
+    assert f"folder {empty} holds no PNG/JPEG file" in capsys.readouterr().err
+
+
 def test_check_background_reads_the_border_and_the_dataset():
     import numpy as np
 
