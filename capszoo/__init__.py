@@ -1,5 +1,15 @@
 """capszoo: capsule networks with interchangeable routing, for Keras 3 on any backend."""
 
+import os as _os
+
+try:  # first, so that a backend that cannot be imported is named, not met deep inside Keras
+    import keras  # noqa: F401
+except (ImportError, ValueError) as err:  # KERAS_BACKEND (or keras.json) names a missing or unknown backend
+    _where = (f"KERAS_BACKEND={_os.environ['KERAS_BACKEND']}" if _os.environ.get("KERAS_BACKEND")
+              else "the backend in Keras' keras.json (KERAS_BACKEND is unset)")
+    raise ImportError(f"capszoo cannot import Keras with {_where}: {err}. Install that backend or set "
+                      "KERAS_BACKEND to one that is installed: tensorflow, jax or torch") from None
+
 from capszoo import layers, ops, routing
 from capszoo.config import ModelConfig
 from capszoo.data import class_names

@@ -53,3 +53,23 @@ def test_an_unknown_strategy_is_named_before_any_run_folder(tiny_config_path, tm
     with pytest.raises(ValueError, match="distribute must be 'mirrored' or 'multi_worker', got 'mirorred'"):
         train(tiny_config_path, out_dir=tmp_path / "run", distribute="mirorred", verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("backend, blocked, cause", [
+    ("notabackend", "", "Unable to import backend : notabackend"),
+    ("torch", "torch", "No module named 'torch"),  # a backend not installed, as after `pip install .`
+])
+def test_a_backend_that_cannot_be_imported_is_named_at_import(backend, blocked, cause):
+    # It was Keras' traceback from keras/src/tree/torchtree_impl.py ending in "No module named 'torch'".
+    import os
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.modules.update(dict.fromkeys({blocked!r}.split(), None)); import capszoo"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": backend})
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ImportError: capszoo cannot import Keras with KERAS_BACKEND={backend}: {cause}")
+    assert last.endswith(". Install that backend or set KERAS_BACKEND to one that is installed: tensorflow, jax or "
+                         "torch")
