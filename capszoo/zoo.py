@@ -21,6 +21,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import sys
 from itertools import groupby
 from pathlib import Path
@@ -219,7 +220,40 @@ def _fetch_url_weights(url):
     return _fetch(url, f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}")
 
 
-def load(name, weights="zoo", compile=True):
+def _check_pin(sha256, weights):
+    """``sha256`` as lower-case hex, or one error saying what a pin must be."""
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str):
+        raise TypeError(f"capszoo.load: sha256 must be a string of hex digits, got {sha256!r}")
+    if not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha256):
+        raise ValueError(f"capszoo.load: sha256 must be the weights' SHA-256 in hex, or its first 8 or more "
+                         f"digits (a card's weights_sha256), got {sha256!r}")
+    if weights is None:
+        raise ValueError("capszoo.load: sha256 pins the weights to load, and weights=None loads none")
+    return sha256.lower()
+
+
+def _check_pinned(name, weights, path, card_sha256, pin):
+    """Refuse weights whose sha256 does not begin with ``pin``, saying where they came from."""
+    if card_sha256 is not None:  # the file was checked against the card already
+        if not card_sha256.startswith(pin):
+            raise ValueError(f"zoo entry {name!r} now has weights {card_sha256[:16]}... (its card), not the "
+                             f"{pin[:16]}... pinned by sha256=: it has been published again since (or the pin is "
+                             "mistyped); drop sha256 to load the new weights, or load the pinned file with "
+                             "weights=PATH")
+        return
+    if not Path(path).is_file():
+        return  # load_weights_checked names the missing file
+    actual = sha256_file(path)
+    if not actual.startswith(pin):
+        cached = (f" (the copy of {weights} in the Keras cache: delete it to fetch the URL again)"
+                  if str(weights).startswith(URL_SCHEMES) else "")
+        raise ValueError(f"weights {path}{cached} have sha256 {actual[:16]}..., not the {pin[:16]}... pinned by "
+                         "sha256=")
+
+
+def load(name, weights="zoo", compile=True, sha256=None):
     """A zoo model, ready to use: ``capszoo.load("ara-digits")``.
 
     Args:
@@ -230,6 +264,9 @@ def load(name, weights="zoo", compile=True):
             once into the Keras cache and reused from there: publish new weights under a new URL.
         compile: compile with the entry's training recipe (margin loss, Adam), for fine-tuning
             and ``evaluate``.
+        sha256: the weights expected, as a SHA-256 in hex or its first 8 or more digits (a card's
+            ``weights_sha256``). Pins a result: weights that differ (an entry published again
+            since, another file at a path or URL) are refused rather than loaded.
     """
     from capszoo.training import build_model, compile_model
 
@@ -239,6 +276,7 @@ def load(name, weights="zoo", compile=True):
         raise TypeError(f"capszoo.load: weights must be 'zoo', None, or a path or URL of a .weights.h5 file, "
                         f"got {weights!r}")
     _check_flags("capszoo.load", compile=compile)
+    pin = _check_pin(sha256, weights)
     if Path(name).suffix == ".toml":
         raise ValueError("capszoo.load takes a zoo entry name; for a config file use capszoo.training.build_model")
     config = zoo_entry_config(name)  # a folder of that name in the current folder is not the entry
@@ -257,6 +295,8 @@ def load(name, weights="zoo", compile=True):
         path = _fetch_url_weights(str(weights))
     else:
         path = weights
+    if pin is not None:
+        _check_pinned(name, weights, path, card["weights_sha256"] if weights == "zoo" else None, pin)
     load_weights_checked(model, path)
     return compile_model(model, config) if compile else model
 

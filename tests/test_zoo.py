@@ -406,6 +406,46 @@ def test_two_weight_urls_ending_in_the_same_file_name_are_two_files(private_zoo,
         assert same(capszoo.load("tiny-digits", weights=path.as_uri(), compile=False), expected), path
 
 
+def test_a_sha256_pin_loads_the_weights_it_names_and_refuses_others(private_zoo, monkeypatch, tmp_path_factory):
+    _, _, _, published = private_zoo
+    monkeypatch.setattr(zoo, "FETCH_CACHE_DIR", str(tmp_path_factory.mktemp("keras-cache")))
+    weights = published / "model.weights.h5"
+    pinned = capszoo.card("tiny-digits")["weights_sha256"]
+    assert zoo.sha256_file(weights) == pinned
+    expected = capszoo.load("tiny-digits", compile=False).get_weights()
+    for given in ({}, {"weights": str(weights)}, {"weights": weights.as_uri()}):
+        for pin in (pinned, pinned[:8].upper()):
+            loaded = capszoo.load("tiny-digits", sha256=pin, compile=False, **given).get_weights()
+            assert all(np.array_equal(a, b) for a, b in zip(loaded, expected, strict=True)), (given, pin)
+    other = tmp_path_factory.mktemp("other") / "model.weights.h5"
+    capszoo.load("tiny-digits", weights=None, compile=False).save_weights(other)
+    other_sha = zoo.sha256_file(other)
+    with pytest.raises(ValueError, match=re.escape(f"weights {other} have sha256 {other_sha[:16]}..., not the "
+                                                   f"{pinned[:16]}... pinned by sha256=")):
+        capszoo.load("tiny-digits", weights=str(other), sha256=pinned)
+    with pytest.raises(ValueError, match=r"the Keras cache: delete it to fetch the URL again\) have sha256"):
+        capszoo.load("tiny-digits", weights=other.as_uri(), sha256=pinned)
+    # The entry published again (new weights and card): the pin refuses them instead of loading them.
+    shutil.copy(other, weights)
+    card = json.loads((published / "card.json").read_text())
+    (published / "card.json").write_text(json.dumps({**card, "weights_sha256": other_sha}))
+    assert capszoo.load("tiny-digits", compile=False).count_params() == card["params"]
+    with pytest.raises(ValueError, match=re.escape(f"zoo entry 'tiny-digits' now has weights {other_sha[:16]}... "
+                                                   f"(its card), not the {pinned[:12]}... pinned by sha256=")):
+        capszoo.load("tiny-digits", sha256=pinned[:12])
+
+
+@pytest.mark.parametrize("sha256, weights, error, message", [
+    ("abc", "zoo", ValueError, "sha256 must be the weights' SHA-256 in hex, or its first 8 or more digits"),
+    ("g" * 64, "zoo", ValueError, "sha256 must be the weights' SHA-256 in hex"),
+    (12345678, "zoo", TypeError, "sha256 must be a string of hex digits, got 12345678"),
+    ("0" * 64, None, ValueError, "sha256 pins the weights to load, and weights=None loads none"),
+])
+def test_a_sha256_pin_that_cannot_pin_is_refused(sha256, weights, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        capszoo.load("ara-digits", weights=weights, sha256=sha256)
+
+
 @pytest.mark.parametrize("weights, message", [
     ("", "empty weights path ''"),
     ("s3://bucket/model.weights.h5", "weights s3://bucket/model.weights.h5: a URL, not a file"),
