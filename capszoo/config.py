@@ -638,10 +638,17 @@ def zoo_entry_config(name):
 
 def load_config(name_or_path):
     """A :class:`Config` from the name of a zoo entry (``zoo_configs/NAME.toml``), a ``.toml``
-    path, or a run folder holding ``config.toml``. A bare entry name wins over a file or folder
-    of that name in the current folder (see :func:`zoo_entry_file`)."""
+    path, a run folder holding ``config.toml``, or a model ``capszoo.load`` returned (its entry's).
+    A bare entry name wins over a file or folder of that name in the current folder (see
+    :func:`zoo_entry_file`)."""
     if isinstance(name_or_path, Config):
         return name_or_path
+    if hasattr(name_or_path, "model_config"):  # a CapsNet: capszoo.load() tells it its entry
+        entry = getattr(name_or_path, "zoo_entry", None)
+        if entry is None:
+            raise ValueError(f"model {name_or_path.name!r} was not loaded with capszoo.load, so its dataset and "
+                             "recipe are not known: give its zoo entry name, run folder or config instead")
+        return Config.from_toml(zoo_entry_file(entry))
     text = str(name_or_path)
     if not text.strip():
         raise ValueError(f"empty model name {text!r}: give a zoo entry name, a .toml config or a run folder")

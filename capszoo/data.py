@@ -59,9 +59,10 @@ CLASS_NAMES = {
 
 
 def class_names(config_or_name):
-    """The class names, in class-id order, of a zoo entry, a run folder, a config file or a
-    :class:`~capszoo.config.Config`: ``class_names("ara-fashion-mnist")[k]`` names class id ``k``
-    of the scores ``capszoo.load("ara-fashion-mnist")`` predicts."""
+    """The class names, in class-id order, of a zoo entry, a run folder, a config file, a
+    :class:`~capszoo.config.Config` or a model from ``capszoo.load``:
+    ``class_names("ara-fashion-mnist")[k]`` names class id ``k`` of the scores
+    ``capszoo.load("ara-fashion-mnist")`` predicts."""
     return CLASS_NAMES[load_config(config_or_name).data.dataset]
 
 

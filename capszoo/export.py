@@ -85,13 +85,16 @@ def _serving_functions(model, class_names):
 
 
 def _resolve_model(model_or_name, weights=None):
-    """``(model, default name, its dataset's class names or None)``: a run's or config's name,
-    else the Keras model's name (whose dataset is not known)."""
+    """``(model, default name, its dataset's class names or None)``: a run's, config's or zoo
+    entry's name (a model from ``capszoo.load`` knows its entry), else the Keras model's name
+    (whose dataset is not known)."""
+    from capszoo.data import class_names
+
     if isinstance(model_or_name, keras.Model):
         if not hasattr(model_or_name, "model_config"):
             raise ValueError("export needs a capszoo CapsNet model (one built from a ModelConfig)")
-        return model_or_name, model_or_name.name, None
-    from capszoo.data import class_names
+        entry = getattr(model_or_name, "zoo_entry", None)
+        return model_or_name, entry or model_or_name.name, entry and class_names(entry)
     from capszoo.runs import load_trained
 
     model, config = load_trained(model_or_name, weights=weights)
@@ -114,7 +117,9 @@ def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=
 
     ``model_or_name``: a CapsNet, a run folder, or a config/zoo name with ``weights``.
     ``class_names`` (one string per class) are what the ``class_names`` output returns; by
-    default a run's or entry's dataset's names, and for a bare CapsNet the ids written out. The
+    default a run's or entry's dataset's names (also for a model from ``capszoo.load``), and for
+    another CapsNet the ids written out. NAME defaults to the run's or entry's name, else the
+    model's. The
     SavedModel is written to a temporary folder beside the target and renamed into place, so a
     failed export leaves nothing half written. An existing version is refused unless
     ``overwrite``.

@@ -497,9 +497,10 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     return model, metrics
 
 
-def evaluate(model, config, data_dir=None, split="test", splits=None):
-    """Accuracy and loss of ``model`` on a split of ``config``'s dataset (``test`` or ``validation``)."""
-    config = load_config(config).with_overrides(data_dir=data_dir)
+def evaluate(model, config=None, data_dir=None, split="test", splits=None):
+    """Accuracy and loss of ``model`` on a split of ``config``'s dataset (``test`` or ``validation``);
+    without ``config``, the dataset of the zoo entry ``capszoo.load`` gave the model."""
+    config = load_config(model if config is None else config).with_overrides(data_dir=data_dir)
     splits = splits or load_splits(config)
     arrays = splits.named(split)
     if not model.compiled:

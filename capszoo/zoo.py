@@ -267,6 +267,10 @@ def load(name, weights="zoo", compile=True, sha256=None):
         sha256: the weights expected, as a SHA-256 in hex or its first 8 or more digits (a card's
             ``weights_sha256``). Pins a result: weights that differ (an entry published again
             since, another file at a path or URL) are refused rather than loaded.
+
+    The model keeps its entry's name as ``model.zoo_entry`` (not saved with it), so
+    ``capszoo.class_names(model)``, ``capszoo.training.evaluate(model)`` and
+    ``capszoo.export.export_saved_model(model, ...)`` know its dataset without being told.
     """
     from capszoo.training import build_model, compile_model
 
@@ -281,6 +285,7 @@ def load(name, weights="zoo", compile=True, sha256=None):
         raise ValueError("capszoo.load takes a zoo entry name; for a config file use capszoo.training.build_model")
     config = zoo_entry_config(name)  # a folder of that name in the current folder is not the entry
     model = build_model(config, compile=False)  # weights first, then compile: no optimizer-state warnings
+    model.zoo_entry = config.name  # what class_names(model), evaluate(model) and export read
     if weights is None:
         return compile_model(model, config) if compile else model
     if weights == "zoo":

@@ -255,3 +255,16 @@ def test_class_names_are_the_datasets_for_a_config_and_can_be_given(tmp_path):
         with pytest.raises(ValueError, match=message):
             export_saved_model(model, tmp_path / "serving", name="bad", class_names=bad)
     assert not (tmp_path / "serving" / "bad").exists()
+
+
+def test_a_model_from_capszoo_load_exports_under_its_entry_with_its_class_names(tmp_path):
+    # It was exported as "ara_fashion_mnist" (the Keras name) with class_names "0".."9": the model
+    # object did not know the entry it came from.
+    import capszoo
+
+    model = capszoo.load("ara-fashion-mnist", weights=None, compile=False)
+    path = export_saved_model(model, tmp_path / "serving")
+    assert path == tmp_path / "serving" / "ara-fashion-mnist" / "1"
+    assert json.loads((path / "assets" / "capszoo.json").read_text())["class_names"] == list(
+        capszoo.class_names("ara-fashion-mnist"))
+    assert capszoo.class_names("ara-fashion-mnist")[0] == "T-shirt/top"

@@ -435,6 +435,20 @@ def test_a_sha256_pin_loads_the_weights_it_names_and_refuses_others(private_zoo,
         capszoo.load("tiny-digits", sha256=pinned[:12])
 
 
+def test_a_loaded_model_knows_its_entry_for_class_names_and_evaluate(private_zoo):
+    from capszoo.training import evaluate
+
+    model = capszoo.load("tiny-digits")
+    assert model.zoo_entry == "tiny-digits"
+    assert capszoo.class_names(model) == capszoo.class_names("tiny-digits")
+    assert evaluate(model) == evaluate(model, "tiny-digits")
+    built = capszoo.CapsNet(model.model_config)
+    for call in (lambda: capszoo.class_names(built), lambda: evaluate(built)):
+        with pytest.raises(ValueError, match=re.escape(f"model {built.name!r} was not loaded with capszoo.load, so "
+                                                       "its dataset and recipe are not known: give its zoo entry")):
+            call()
+
+
 @pytest.mark.parametrize("sha256, weights, error, message", [
     ("abc", "zoo", ValueError, "sha256 must be the weights' SHA-256 in hex, or its first 8 or more digits"),
     ("g" * 64, "zoo", ValueError, "sha256 must be the weights' SHA-256 in hex"),
