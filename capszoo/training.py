@@ -230,9 +230,11 @@ def warm_start_from_zoo(config: Config, run):
     model.optimizer.build(model.trainable_variables)  # a fresh Adam: zero moments, no step taken
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     model.save(run / "checkpoints" / f"epoch-{done:04d}.keras")
-    parts = card.get("training_runs") or [card]
+    # Cards published before per-run accounts (8 of the zoo's) describe their one run themselves;
+    # their "epochs" is a count, not a [first, last] span.
+    parts = card.get("training_runs") or [{**card, "epochs": [card.get("resumed_from_epoch") or 0, done]}]
     for i, part in enumerate(parts):
-        first, last = part.get("epochs", [card.get("resumed_from_epoch", 0), done])
+        first, last = part["epochs"]
         earlier = {"name": name, "epochs": last, "resumed_from_epoch": first, **{k: part.get(k) for k in RUN_ACCOUNT}}
         if earlier["data_pipeline"] is None and i == len(parts) - 1:  # cards before per-run pipelines name
             earlier["data_pipeline"] = card.get("data_pipeline")      # only the last run's

@@ -640,6 +640,14 @@ def test_continuing_a_published_entry_goes_on_from_its_card_with_a_fresh_optimiz
     card_path.write_text(json.dumps(older))
     warm_start_from_zoo(config, tmp_path / "seed-older")
     assert json.loads((tmp_path / "seed-older" / "metrics-epoch-0001.json").read_text())["data_pipeline"] == "numpy"
+    # Older still: no training_runs at all, the card its one run's account (8 committed cards).
+    # Its "epochs" is a count; it was unpacked as a span, a TypeError out of `capszoo train --from-zoo`.
+    oldest = {k: v for k, v in card.items() if k not in ("training_runs", "resumed_from_epoch")}
+    card_path.write_text(json.dumps(oldest))
+    assert warm_start_from_zoo(config, tmp_path / "seed-oldest") == 1
+    seeded_run = json.loads((tmp_path / "seed-oldest" / "metrics-epoch-0001.json").read_text())
+    assert (seeded_run["resumed_from_epoch"], seeded_run["epochs"]) == (0, 1)
+    assert seeded_run["wall_time_s"] == card["wall_time_s"] and seeded_run["hardware"] == card["hardware"]
     card_path.write_text(json.dumps(card))
 
     run = tmp_path / "continued"
