@@ -218,10 +218,15 @@ def plot_couplings(frame, largest, path, n_out):
 
 def conv_gradient(model, images, labels, loss=None):
     """Gradient of the margin loss (mean over the batch) with respect to the first convolution's
-    kernel, as a NumPy array, on the TensorFlow, JAX or PyTorch backend."""
+    kernel, as a NumPy array, on the TensorFlow, JAX or PyTorch backend. For a model with dict
+    outputs (``decoder``, ``return_capsules``) the loss is that of its ``class_scores``."""
     from capszoo.ops import MarginLoss
 
-    loss = loss or MarginLoss()
+    margin = loss or MarginLoss()
+
+    def loss(y, outputs):
+        return margin(y, outputs["class_scores"] if isinstance(outputs, dict) else outputs)
+
     images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
     labels = ops.convert_to_tensor(np.asarray(labels).astype("int32"))
     kernel = model.conv.kernel

@@ -114,6 +114,24 @@ def test_conv_gradient_agrees_with_a_finite_difference():
     assert slope == pytest.approx(np.linalg.norm(g), rel=0.05)
 
 
+def test_conv_gradient_of_a_model_with_dict_outputs_is_that_of_its_class_scores():
+    # `capszoo analyze gradients RUN` of a run trained with decoder = true failed with
+    # "Attempt to convert a value ({'class_scores': ..., 'reconstruction': ...}) ... to a Tensor".
+    x, y = images(4), np.array([0, 1, 2, 1])
+    plain = CapsNet2(**TINY, routing="adaptive_lambda", lam=3.0)
+    g = analysis.conv_gradient(plain, x, y)
+    for extra in ({"decoder": True}, {"return_capsules": True}):
+        other = CapsNet2(**TINY, routing="adaptive_lambda", lam=3.0, **extra)
+        other(x)
+        for mine, theirs in ((other.conv, plain.conv), (other.primary, plain.primary)):
+            for a, b in zip(mine.weights, theirs.weights, strict=True):
+                a.assign(b.value)
+        for a, b in zip(other.capsule_layers[-1].weights, plain.capsule_layers[-1].weights, strict=True):
+            a.assign(b.value)
+        assert isinstance(other(x), dict)
+        np.testing.assert_allclose(analysis.conv_gradient(other, x, y), g, rtol=1e-5, atol=1e-9)
+
+
 def test_gradients_frame_over_depths_and_routings(tiny_config_path):
     frame, grads = analysis.gradients(tiny_config_path, images(4), np.array([0, 1, 2, 3]), depths=(2, 3))
     assert list(zip(frame.depth, frame.routing, strict=True)) == [
