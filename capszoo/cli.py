@@ -498,8 +498,13 @@ def main(argv=None):
         return args.func(args)
     except (ValueError, TrainingError, OSError) as err:
         message = " ".join((_os_error(err) if isinstance(err, OSError) else str(err)).split())  # one line
+        if len(message) > MESSAGE_LIMIT:  # a backend's error can hold whole tensors
+            message = f"{message[:MESSAGE_LIMIT]}... ({len(message) - MESSAGE_LIMIT:,} more characters)"
         print(f"capszoo {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+MESSAGE_LIMIT = 1500  # characters; ours are shorter, the longest the list of all 35 entry names
 
 
 def _os_error(err):

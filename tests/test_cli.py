@@ -62,6 +62,28 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, args, message):
     assert len(err) == 1 and re.search(message, err[0]), err
 
 
+def test_an_error_holding_whole_tensors_is_cut_to_a_readable_line(capsys, monkeypatch):
+    # A backend's ValueError (a dict of tensors it could not convert) printed every value: 12,000
+    # characters on one line.
+    from capszoo import cli
+
+    text = "Attempt to convert a value ({'class_scores': " + "0.5, " * 3000 + "}) to a Tensor."
+    whole = len(" ".join(text.split()))
+
+    def dump(args):
+        raise ValueError(text)
+
+    monkeypatch.setattr(cli, "cmd_card", dump)
+    assert main(["card", "ara-digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("capszoo card: error: Attempt to convert a value ({'class_scores'")
+    assert err.rstrip().endswith(f"... ({whole - cli.MESSAGE_LIMIT:,} more characters)")
+    assert len(err) < cli.MESSAGE_LIMIT + 100
+    monkeypatch.undo()
+    assert main(["card", "zzzz"]) == 2  # the longest message of ours, every entry named, is whole
+    assert capsys.readouterr().err.strip().endswith("uniform-svhn")
+
+
 def test_an_output_folder_that_is_a_file_is_one_error_line(capsys, tmp_path):
     # Each gave a FileExistsError / NotADirectoryError traceback from os.mkdir.
     in_the_way = tmp_path / "results"
