@@ -119,9 +119,8 @@ def export_saved_model(model_or_name, base_dir, version=1, name=None, overwrite=
     ``class_names`` (one string per class) are what the ``class_names`` output returns; by
     default a run's or entry's dataset's names (also for a model from ``capszoo.load``), and for
     another CapsNet the ids written out. NAME defaults to the run's or entry's name, else the
-    model's. The
-    SavedModel is written to a temporary folder beside the target and renamed into place, so a
-    failed export leaves nothing half written. An existing version is refused unless
+    model's. The SavedModel is written to a temporary folder beside the target and renamed into
+    place, so a failed export leaves nothing half written. An existing version is refused unless
     ``overwrite``.
     """
     if keras.backend.backend() != "tensorflow":

@@ -126,13 +126,14 @@ def load_weights_checked(model, weights):
     try:
         model.load_weights(path)
     except Exception as err:  # h5py / Keras errors for truncated files and other architectures
-        why = _architecture_difference(model, path) or _first_line(err)
+        why = _architecture_difference(model, path) or _first_lines(err)
         raise ValueError(f"cannot load weights {path} into {model.name} ({model.model_config.routing} routing, "
                          f"capsules {list(model.model_config.capsules)}): {why}") from None
     return model
 
 
-def _first_line(err):
+def _first_lines(err):
+    """Keras' message on one line: its first three lines (the first alone can end in a dangling colon)."""
     text = " ".join(line.strip() for line in str(err).strip().splitlines()[:3] if line.strip())
     return text[:300] or type(err).__name__
 
