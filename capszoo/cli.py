@@ -197,6 +197,13 @@ def cmd_analyze(args):
     out = Path(args.out)
     kind = args.analysis
     iterations = args.iterations if args.iterations is not None else 3 if kind == "couplings" else 20
+    if kind == "distribution" and args.model:  # it was ignored, the plot then passing for the model's
+        raise ValueError(f"analyze distribution takes no MODEL (got {args.model}): it is the papers' 2-D "
+                         "experiment on random predictions (--inputs, --outputs, --iterations, --seed)")
+    if args.random and kind != "energy":
+        raise ValueError(f"--random is for analyze energy, not {kind}")
+    if args.random and args.model:
+        raise ValueError(f"analyze energy takes MODEL ({args.model}) or --random, not both")
     if kind == "distribution":
         frame, state = analysis.distribution(args.inputs, args.outputs, iterations, args.seed)
         figure = analysis.plot_distribution(frame, state, out / "distribution.png")

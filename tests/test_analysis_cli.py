@@ -61,3 +61,18 @@ def test_analyze_without_a_model_is_one_clear_error(capsys):
 
     assert main(["analyze", "couplings"]) == 2
     assert "analyze couplings needs MODEL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    # Each was ignored: the plot of random predictions then passed for one of ara-digits.
+    (["distribution", "ara-digits"], "analyze distribution takes no MODEL (got ara-digits): it is the papers' 2-D "
+                                     "experiment on random predictions (--inputs, --outputs, --iterations, --seed)"),
+    (["energy", "ara-digits", "--random"], "analyze energy takes MODEL (ara-digits) or --random, not both"),
+    (["couplings", "ara-digits", "--random"], "--random is for analyze energy, not couplings"),
+])
+def test_analyze_refuses_what_it_would_ignore(argv, message, tmp_path, capsys):
+    from capszoo.cli import main
+
+    assert main(["analyze", *argv, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"capszoo analyze: error: {message}\n"
+    assert not (tmp_path / "out").exists()
