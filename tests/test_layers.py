@@ -1,4 +1,5 @@
 import numbers
+import re
 
 import keras
 import numpy as np
@@ -89,6 +90,23 @@ def test_primary_capsule_rejects_wrong_input_rank():
 def test_capsule_layer_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         CapsuleLayer(**kwargs)
+
+
+def test_routing_hyperparameters_may_be_given_beside_the_routing_name():
+    # They were Keras' "Unrecognized keyword arguments passed to CapsuleLayer: {'lam': 3.0}".
+    layer = CapsuleLayer(3, 5, routing="adaptive_lambda", lam=2.5, name="caps")
+    assert layer.routing == AdaptiveLambdaRouting(lam=2.5) and layer.name == "caps"
+    assert CapsuleLayer(3, 5, routing="dynamic", iterations=2).routing == DynamicRouting(iterations=2)
+    assert CapsuleLayer.from_config(layer.get_config()).routing == layer.routing
+    for kwargs, message in [
+        (dict(routing="adaptive_lambda", lam=0.0), "lam (the gradient coefficient λ) must be a finite number > 0"),
+        (dict(routing="dynamic", iterations=0), "routing iterations must be an integer >= 1, got 0"),
+        (dict(routing="dynamic", lam=3.0), "routing 'dynamic' takes no argument(s) lam; it takes: iterations"),
+        (dict(routing=DynamicRouting(), iterations=3), "routing hyperparameters can only be given together with a "
+                                                       "routing name"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            CapsuleLayer(3, 5, **kwargs)
 
 
 def test_capsule_sizes_from_numpy_are_plain_ints():

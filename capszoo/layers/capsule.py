@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from capszoo.routing import RoutingStrategy, get_routing, serialize_routing
-from capszoo.routing.base import check_count
+from capszoo.routing import RoutingStrategy, available_routings, get_routing, serialize_routing
+from capszoo.routing.base import check_count, routing_parameters
 
 
 @keras.saving.register_keras_serializable(package="capszoo")
@@ -16,7 +16,8 @@ class CapsuleLayer(keras.layers.Layer):
     stored as one kernel of shape ``(n_in, d_in, capsules, capsule_dim)``. How the predictions
     ``W_ij u_i`` are combined into ``v_j`` is decided by ``routing``: a name from
     :func:`capszoo.routing.available_routings`, a serialized ``{"name", "config"}`` dict, or a
-    :class:`capszoo.routing.RoutingStrategy` instance.
+    :class:`capszoo.routing.RoutingStrategy` instance. With a name, the routing's hyperparameters
+    may be given as keywords: ``CapsuleLayer(10, 16, routing="dynamic", iterations=3)``.
 
     ``call(inputs, return_routing_state=True)`` returns ``(v, state)`` with the strategy's
     per-iteration tensors (couplings, logits, outputs) for analysis.
@@ -31,10 +32,15 @@ class CapsuleLayer(keras.layers.Layer):
         kernel_regularizer=None,
         **kwargs,
     ):
+        # Routing hyperparameters may be given beside the routing's name, as CapsNet2 takes them:
+        # CapsuleLayer(10, 16, routing="adaptive_lambda", lam=3.0). They were Keras' "Unrecognized
+        # keyword arguments"; get_routing checks them against the routing named.
+        known = {option for name in available_routings() for option in routing_parameters(name)}
+        options = {key: kwargs.pop(key) for key in list(kwargs) if key in known}
         super().__init__(**kwargs)
         self.capsules = check_count("CapsuleLayer capsules", capsules)
         self.capsule_dim = check_count("CapsuleLayer capsule_dim", capsule_dim)
-        self.routing: RoutingStrategy = get_routing(routing)
+        self.routing: RoutingStrategy = get_routing(routing, **options)
         # Small normal weights, the usual choice of public CapsNet implementations: the papers
         # do not give an initialiser.
         if kernel_initializer is None:
