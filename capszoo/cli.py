@@ -113,9 +113,19 @@ def cmd_train(args):
 
     from capszoo.training import train
 
-    _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir, resume=args.resume,
-                       distribute=args.distribute, verbose=args.verbose, time_limit=args.time_limit,
-                       precision=args.precision, test=args.test, from_zoo=args.from_zoo)
+    try:
+        _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir,
+                           resume=args.resume, distribute=args.distribute, verbose=args.verbose,
+                           time_limit=args.time_limit, precision=args.precision, test=args.test,
+                           from_zoo=args.from_zoo)
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        from capszoo.config import load_config
+
+        run = args.out or Path("runs") / load_config(args.config).name
+        raise KeyboardInterrupt(f"{run} keeps a checkpoint of each finished epoch: the same command with --resume "
+                                "continues from the last") from None
     summary = {k: metrics[k] for k in ("name", "validation_accuracy", "validation_loss", "test_accuracy", "test_loss",
                                        "epochs", "epochs_planned", "wall_time_s", "images_per_s") if k in metrics}
     print(json.dumps(summary))
@@ -503,6 +513,9 @@ def main(argv=None):
 
     try:
         return args.func(args)
+    except KeyboardInterrupt as err:  # Ctrl-C: a line, not Keras' traceback, and the shell's status for it
+        print(f"capszoo {args.command}: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
+        return 130
     except (ValueError, TrainingError, OSError) as err:
         message = " ".join((_os_error(err) if isinstance(err, OSError) else str(err)).split())  # one line
         if len(message) > MESSAGE_LIMIT:  # a backend's error can hold whole tensors

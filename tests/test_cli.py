@@ -237,3 +237,22 @@ def test_load_image_refuses_pixels_it_would_have_to_guess(tmp_path):
     ]:
         with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
             load_image(path, (28, 28, 1))
+
+
+def test_ctrl_c_is_one_line_with_how_to_continue_and_status_130(monkeypatch, tmp_path, capsys):
+    # It was Keras' KeyboardInterrupt traceback, from inside fit.
+    from capszoo import training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    assert main(["train", "ara-digits", "--out", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err == (f"capszoo train: interrupted; {tmp_path / 'run'} keeps a checkpoint of each "
+                                       "finished epoch: the same command with --resume continues from the last\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "ara-digits"]) == 130
+    assert f"interrupted; {Path('runs') / 'ara-digits'} keeps a checkpoint" in capsys.readouterr().err
+    monkeypatch.setattr(training, "evaluate", interrupted)
+    assert main(["eval", "ara-digits"]) == 130
+    assert capsys.readouterr().err == "capszoo eval: interrupted\n"
