@@ -161,9 +161,14 @@ def cmd_tune(args):
     def progress(values, metrics):
         print(_trial_line(values, metrics, objective), flush=True)
 
-    tuner = tuning.search(config, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
-                          subset=args.subset, directory=args.directory, resume=args.resume,
-                          overwrite=args.overwrite, progress=progress, joining=role == "worker")
+    try:
+        tuner = tuning.search(config, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
+                              subset=args.subset, directory=args.directory, resume=args.resume,
+                              overwrite=args.overwrite, progress=progress, joining=role == "worker")
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{tuning.project_folder(config, args.directory)} keeps the finished trials: the "
+                                "same command with --resume (not --overwrite) goes on, the interrupted trial again"
+                                ) from None
     if role == "worker":
         print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: search finished", flush=True)
     else:

@@ -253,6 +253,14 @@ def test_ctrl_c_is_one_line_with_how_to_continue_and_status_130(monkeypatch, tmp
     monkeypatch.chdir(tmp_path)
     assert main(["train", "ara-digits"]) == 130
     assert f"interrupted; {Path('runs') / 'ara-digits'} keeps a checkpoint" in capsys.readouterr().err
+    from capszoo import tuning
+
+    monkeypatch.setattr(tuning, "search", interrupted)
+    search = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "tune-fashion-mnist.toml"
+    assert main(["tune", str(search), "--directory", str(tmp_path / "t")]) == 130
+    assert capsys.readouterr().err == (
+        f"capszoo tune: interrupted; {tmp_path / 't' / 'tune-fashion-mnist'} keeps the finished trials: the same "
+        "command with --resume (not --overwrite) goes on, the interrupted trial again\n")
     monkeypatch.setattr(training, "evaluate", interrupted)
     assert main(["eval", "ara-digits"]) == 130
     assert capsys.readouterr().err == "capszoo eval: interrupted\n"
