@@ -236,16 +236,20 @@ def check_background(image, path, dataset, inverted=False):
 def load_image(path, input_shape):
     """An image file -> float32 ``input_shape`` in [0, 1] (channels converted, bilinear resize).
 
-    16-bit grayscale is scaled by 65535, not clipped to 255. Images with transparent pixels are
-    refused: what lies under them (often black, the zoo's background too) is not what a viewer
-    sees, and a guess would classify a different picture silently.
+    An EXIF orientation (a phone photo's) is applied, as image viewers do. 16-bit grayscale is
+    scaled by 65535, not clipped to 255. Images with transparent pixels are refused: what lies
+    under them (often black, the zoo's background too) is not what a viewer sees, and a guess
+    would classify a different picture silently.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     height, width, channels = input_shape
     try:
         with Image.open(path) as image:
             image.load()
+            # A phone photo's pixels are stored sideways with an EXIF orientation that viewers apply:
+            # read as stored, the model saw the picture rotated or mirrored, silently.
+            image = ImageOps.exif_transpose(image)
             transparency = "A" in image.getbands() or "transparency" in image.info
             if transparency and np.asarray(image.convert("RGBA"))[..., 3].min() < 255:
                 raise ValueError(f"{path} has transparent pixels: flatten it onto the background you mean "

@@ -159,6 +159,32 @@ def test_load_image_scales_8_and_16_bit_by_their_own_white(tmp_path):
                                np.dstack([gray] * 3) / 255.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("orientation, shown", [(3, "ROTATE_180"), (6, "ROTATE_270"), (8, "ROTATE_90"),
+                                                 (2, "FLIP_LEFT_RIGHT")])
+def test_load_image_applies_the_exif_orientation_as_viewers_do(tmp_path, orientation, shown):
+    # A phone photo stored sideways, with the EXIF orientation that makes viewers show it upright,
+    # was read as stored: the model saw it rotated, silently.
+    import numpy as np
+    from PIL import Image
+
+    from capszoo.runs import load_image
+
+    stored = np.zeros((28, 20), np.uint8)
+    stored[2:6, 1:15] = 255  # a bar near the top left: every rotation and mirror moves it
+    stored[10:26, 3:5] = 128
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    upright = Image.fromarray(stored).transpose(getattr(Image.Transpose, shown))
+    expected = tmp_path / "upright.png"
+    upright.save(expected)
+    size = (upright.height, upright.width, 1)
+    np.testing.assert_array_equal(load_image(path, size), load_image(expected, size))
+    assert not np.array_equal(load_image(path, size), np.asarray(Image.fromarray(stored).resize(
+        (size[1], size[0]), Image.BILINEAR), np.float32)[..., None] / 255)
+
+
 def test_predict_refuses_a_light_background_for_light_on_black_models_unless_inverted(tmp_path, capsys):
     import re
 
