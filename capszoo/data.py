@@ -141,6 +141,10 @@ def _load_digits():
 
 
 def _load_npz(name, folder, origin):
+    if folder.is_file():  # the .npz itself, named where its folder is meant
+        raise DataUnavailableError(
+            f"the offline data folder {folder} (set by {origin}) is a file: name the folder that holds "
+            f"{' or '.join(NPZ_FILES[name])} ({folder.parent}), not a file")
     candidates = [folder / f for f in NPZ_FILES[name]]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:

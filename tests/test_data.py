@@ -1,4 +1,5 @@
 import io
+import re
 import time
 
 import numpy as np
@@ -71,6 +72,15 @@ def test_named_folder_without_the_dataset_fails_at_once(tmp_path):
     message = str(err.value)
     assert "'cifar10'" in message and str(tmp_path) in message and "cifar10_jpeg_lossy.npz" in message
     assert "tensorflow-datasets" in message
+
+
+def test_the_npz_itself_named_as_the_folder_is_one_error_naming_its_folder(tmp_path):
+    # It read "dataset 'mnist' is not in the offline folder .../mnist.npz: looked for mnist.npz".
+    np.savez_compressed(tmp_path / "mnist.npz", **mnist_like())
+    with pytest.raises(DataUnavailableError, match=re.escape(
+            f"the offline data folder {tmp_path / 'mnist.npz'} (set by data.data_dir / --data-dir) is a file: "
+            f"name the folder that holds mnist.npz ({tmp_path}), not a file")):
+        load_arrays(config(data_dir=str(tmp_path / "mnist.npz")).data)
 
 
 def test_npz_source_without_a_folder(monkeypatch):
