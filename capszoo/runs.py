@@ -199,6 +199,8 @@ def load_trained(spec, weights=None):
     config = load_config(spec)
     folder = Path(str(spec))
     if zoo_entry_file(spec) is None and folder.is_dir():  # a bare entry name means the entry
+        if weights is None and not (folder / "model.weights.h5").is_file():
+            _unfinished(folder, config)
         weights = weights or folder / "model.weights.h5"
     elif weights is None:
         from capszoo import zoo
@@ -210,6 +212,20 @@ def load_trained(spec, weights=None):
         return zoo.load(spec), config
     model = load_weights_checked(build_model(config, compile=False), weights)
     return compile_model(model, config), config
+
+
+def _unfinished(folder, config):
+    """Refuse a run folder without final weights, saying how to finish it or use a checkpoint."""
+    from capszoo.training import latest_checkpoint
+
+    epochs, checkpoint = latest_checkpoint(folder / "checkpoints")
+    if checkpoint is None:
+        raise ValueError(f"{folder} holds no trained weights: no model.weights.h5 and no checkpoint (a run "
+                         "stopped in its first epoch, or not a run folder)")
+    raise ValueError(f"run {folder} has not finished: no model.weights.h5, and its last checkpoint is after epoch "
+                     f"{epochs} of {config.training.epochs}. Finish it with `capszoo train {folder / 'config.toml'} "
+                     f"--resume --out {folder}`, or use that checkpoint: --weights {checkpoint} "
+                     f"(weights={str(checkpoint)!r} in Python)")
 
 
 def check_background(image, path, dataset, inverted=False):

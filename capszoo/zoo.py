@@ -26,7 +26,7 @@ import sys
 from itertools import groupby
 from pathlib import Path
 
-from capszoo.config import entry_spelling, load_config, zoo_entry_config, zoo_names
+from capszoo.config import entry_spelling, load_config, zoo_entry_config, zoo_entry_file, zoo_names
 from capszoo.data import sha256_file
 from capszoo.routing.base import routing_parameters
 from capszoo.runs import (
@@ -283,6 +283,9 @@ def load(name, weights="zoo", compile=True, sha256=None):
     pin = _check_pin(sha256, weights)
     if Path(name).suffix == ".toml":
         raise ValueError("capszoo.load takes a zoo entry name; for a config file use capszoo.training.build_model")
+    if zoo_entry_file(name) is None and (Path(name) / "config.toml").is_file():
+        raise ValueError(f"capszoo.load takes a zoo entry name, and {name} is a run folder: "
+                         f"capszoo.runs.load_trained({name!r}) returns its (model, config)")
     config = zoo_entry_config(name)  # a folder of that name in the current folder is not the entry
     model = build_model(config, compile=False)  # weights first, then compile: no optimizer-state warnings
     model.zoo_entry = config.name  # what class_names(model), evaluate(model) and export read

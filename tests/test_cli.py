@@ -1,3 +1,5 @@
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +132,29 @@ def test_predict_rejects_unreadable_images_and_mismatched_weights(tiny_config_pa
     corrupt.write_bytes((run / "model.weights.h5").read_bytes()[:500])
     assert main(["eval", str(run), "--weights", str(corrupt)]) == 2
     assert "cannot load weights" in capsys.readouterr().err
+
+
+def test_a_run_killed_before_its_weights_says_how_to_finish_it_or_use_its_checkpoint(tiny_config_path, tmp_path,
+                                                                                      capsys):
+    # It read "weights file RUN/model.weights.h5 does not exist", as if the run were lost.
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config_path), "--out", str(run), "--verbose", "0"]) == 0
+    (run / "model.weights.h5").unlink()  # as a run killed after its last checkpoint leaves it
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    checkpoint = run / "checkpoints" / "epoch-0002.keras"  # only the newest is kept
+    assert capsys.readouterr().err == (
+        f"capszoo eval: error: run {run} has not finished: no model.weights.h5, and its last checkpoint is after "
+        f"epoch 2 of 2. Finish it with `capszoo train {run / 'config.toml'} --resume --out {run}`, or use that "
+        f"checkpoint: --weights {checkpoint} (weights='{checkpoint}' in Python)\n")
+    assert main(["eval", str(run), "--weights", str(checkpoint)]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 359
+    assert main(["train", str(run / "config.toml"), "--resume", "--out", str(run), "--verbose", "0"]) == 0
+    assert (run / "model.weights.h5").is_file()
+    shutil.rmtree(run / "checkpoints")
+    (run / "model.weights.h5").unlink()
+    assert main(["eval", str(run)]) == 2
+    assert f"{run} holds no trained weights: no model.weights.h5 and no checkpoint" in capsys.readouterr().err
 
 
 def _image_file(tmp_path, name, array, **save):

@@ -449,6 +449,19 @@ def test_a_loaded_model_knows_its_entry_for_class_names_and_evaluate(private_zoo
             call()
 
 
+def test_load_points_a_run_folder_to_load_trained(private_zoo, monkeypatch):
+    # It was "unknown zoo entry 'run'" followed by every entry's name.
+    tmp_path = private_zoo[0]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape("capszoo.load takes a zoo entry name, and run is a run folder: "
+                                                   "capszoo.runs.load_trained('run') returns its (model, config)")):
+        capszoo.load("run")
+    from capszoo.runs import load_trained
+
+    model, config = load_trained("run")
+    assert config.name == "tiny-digits" and model.count_params() == capszoo.load("tiny-digits").count_params()
+
+
 @pytest.mark.parametrize("sha256, weights, error, message", [
     ("abc", "zoo", ValueError, "sha256 must be the weights' SHA-256 in hex, or its first 8 or more digits"),
     ("g" * 64, "zoo", ValueError, "sha256 must be the weights' SHA-256 in hex"),
