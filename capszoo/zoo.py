@@ -372,11 +372,19 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     """
     run_dir = Path(run_dir)
     metrics_path, weights_path = run_dir / "metrics.json", run_dir / WEIGHTS_FILE
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} does not exist")
     if not metrics_path.is_file() or not weights_path.is_file():
-        raise ValueError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS_FILE})")
+        finish = (f": finish it with `capszoo train {run_dir / 'config.toml'} --resume --out {run_dir}`"
+                  if (run_dir / "config.toml").is_file() else "")
+        raise ValueError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS_FILE}){finish}")
     metrics = read_json_object(metrics_path, str(metrics_path), "training writes it whole, so it was changed since; "
                                                             "train or resume the run again")
     config = load_config(run_dir / "config.toml")
+    if name is None and zoo_entry_file(metrics["name"]) is None:
+        raise ValueError(f"run {run_dir} trained the config {metrics['name']!r}, which is not a zoo entry: publish "
+                         "takes a run of an entry's recipe (zoo_configs/NAME.toml), named with --name NAME when "
+                         "its config file is named otherwise")
     name = name or metrics["name"]
     entry = zoo_entry_config(name)
     if entry.sha256() != config.sha256():

@@ -577,6 +577,24 @@ def test_publish_refuses_runs_of_another_recipe(private_zoo, tiny_config_path):
     train("tiny-digits", out_dir=tmp_path / "short", epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"did not train the recipe of zoo entry 'tiny-digits' \(config hashes differ"):
         zoo.publish(tmp_path / "short")
+    # A config that is no entry read "unknown zoo entry 'other'; known: ..."; a missing folder and a
+    # killed run both "is not a finished run".
+    other = tmp_path / "other.toml"
+    other.write_text(tiny_config_path.read_text())
+    train(other, out_dir=tmp_path / "other-run", verbose=0)
+    with pytest.raises(ValueError, match=re.escape(
+            f"run {tmp_path / 'other-run'} trained the config 'other', which is not a zoo entry: publish takes a run "
+            "of an entry's recipe (zoo_configs/NAME.toml), named with --name NAME when its config file is named "
+            "otherwise")):
+        zoo.publish(tmp_path / "other-run")
+    assert zoo.publish(tmp_path / "other-run", name="tiny-digits", dest=tmp_path / "as-named").is_dir()
+    with pytest.raises(ValueError, match=re.escape(f"run folder {tmp_path / 'nowhere'} does not exist")):
+        zoo.publish(tmp_path / "nowhere")
+    (tmp_path / "other-run" / "metrics.json").unlink()
+    with pytest.raises(ValueError, match=re.escape(
+            f"is not a finished run (needs metrics.json and model.weights.h5): finish it with `capszoo train "
+            f"{tmp_path / 'other-run' / 'config.toml'} --resume --out {tmp_path / 'other-run'}`")):
+        zoo.publish(tmp_path / "other-run")
 
 
 def test_cli_list_card_and_eval_by_name(private_zoo, capsys):
