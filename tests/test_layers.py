@@ -131,6 +131,16 @@ def test_length_and_mask():
     by_label = to_numpy(Mask()(caps, np.array([2, 2])))
     np.testing.assert_array_equal(by_label, [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]])
     np.testing.assert_array_equal(to_numpy(Mask()(caps, np.eye(3, dtype="float32")[[2, 2]])), by_label)
+    # CapsNet-Keras' form, Mask()([capsules, labels]), was "'list' object has no attribute 'shape'".
+    np.testing.assert_array_equal(to_numpy(Mask()([caps, np.array([2, 2])])), by_label)
+    capsules, labels = keras.Input((3, 2)), keras.Input(())
+    assert tuple(Mask()([capsules, labels]).shape) == (None, 6)
+    for args, message in [(([caps],), "Mask takes (capsules, labels=None), or [capsules, labels] as one list; got "
+                                      "a list of 1"),
+                          (([caps, np.array([2, 2])], np.array([1, 1])), "got a list of 2 and labels"),
+                          ((caps[0],), "Mask expects capsules of shape (batch, n_classes, capsule_dim), got (3, 2)")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            Mask()(*args)
 
 
 def test_decoder_shape_and_range():

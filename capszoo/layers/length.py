@@ -25,10 +25,19 @@ class Mask(keras.layers.Layer):
 
     ``Mask()(capsules)`` keeps the longest capsule (inference); ``Mask()(capsules, labels)``
     keeps the capsule of the given label (training, as in Sabour et al.). ``labels`` are class ids
-    ``(batch,)`` / ``(batch, 1)`` or one-hot rows ``(batch, n)``.
+    ``(batch,)`` / ``(batch, 1)`` or one-hot rows ``(batch, n)``. ``Mask()([capsules, labels])``,
+    the form of the widely copied CapsNet-Keras, is read the same way.
     """
 
     def call(self, capsules, labels=None):
+        if isinstance(capsules, (list, tuple)):
+            if len(capsules) != 2 or labels is not None:
+                raise ValueError("Mask takes (capsules, labels=None), or [capsules, labels] as one list; got a "
+                                 f"list of {len(capsules)}" + (" and labels" if labels is not None else ""))
+            capsules, labels = capsules
+        if len(capsules.shape) != 3:
+            raise ValueError("Mask expects capsules of shape (batch, n_classes, capsule_dim), got "
+                             f"{tuple(capsules.shape)}")
         n_classes = capsules.shape[1]
         if labels is None:
             labels = ops.argmax(capsule_length(capsules), axis=-1)
@@ -36,5 +45,7 @@ class Mask(keras.layers.Layer):
         masked = capsules * keep[:, :, None]
         return ops.reshape(masked, (-1, n_classes * capsules.shape[2]))
 
-    def compute_output_shape(self, input_shape, labels_shape=None):
-        return (input_shape[0], input_shape[1] * input_shape[2])
+    def compute_output_shape(self, capsules_shape, labels_shape=None):
+        if capsules_shape and isinstance(capsules_shape[0], (list, tuple)):
+            capsules_shape = capsules_shape[0]  # [capsules, labels]
+        return (capsules_shape[0], capsules_shape[1] * capsules_shape[2])
