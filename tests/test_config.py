@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,11 @@ def test_zoo_routings():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"model": {"lambda": 3}}, "unknown model config key.*model.lambda"),
+    ({"model": {"lambda": 3}}, r"unknown model config key\(s\): model.lambda$"),
+    # A routing's own option as a model field: the message said only "unknown key".
+    ({"model": {"routing": "dynamic", "stop_gradient": True}}, re.escape(
+        "unknown model config key(s): model.stop_gradient (stop_gradient: a routing option, given as "
+        "routing_options = {stop_gradient = ...})")),
     ({"data": {"datset": "mnist"}}, "unknown data config key.*data.datset"),
     ({"training": {"epoch": 3}}, "unknown training config key.*training.epoch"),
     ({"optimizer": {}}, "unknown config key.*optimizer"),
