@@ -424,7 +424,8 @@ def build_parser():
     tune.add_argument("config", metavar="CONFIG_OR_NAME", help="a .toml config with a [search] table")
     tune.add_argument("--tuner", choices=["grid", "random", "bayesian", "hyperband"], default="random")
     tune.add_argument("--max-trials", type=_count, default=10, help="trials at most (not hyperband; default 10)")
-    tune.add_argument("--epochs", type=_count, default=2, help="epochs per trial (hyperband: the most; default 2)")
+    tune.add_argument("--epochs", type=_count, default=2,
+                      help="epochs per trial (hyperband: the most, at least 2; default 2)")
     tune.add_argument("--subset", type=_count, help="use only the first K training examples")
     tune.add_argument("--directory", default="tuning", help="keras-tuner directory (default tuning/)")
     tune.add_argument("--resume", action="store_true", help="continue the search already in --directory")

@@ -222,6 +222,10 @@ def make_tuner(config, tuner="random", max_trials=10, epochs=2, directory="tunin
                   project_name=project_name or config.name, overwrite=overwrite,
                   seed=config.training.seed if seed is None else seed)
     if tuner == "hyperband":
+        if epochs < 2:  # its first bracket then holds one trial, and there is no other: no search at all
+            raise ValueError("the hyperband tuner with --epochs 1 trains a single trial (its brackets halve an "
+                             "epoch budget, and 1 epoch leaves one bracket of one trial): give --epochs 2 or more, "
+                             "or use --tuner random or grid")
         return keras_tuner.Hyperband(max_epochs=epochs, **common)
     cls = {"grid": GridSearch, "random": keras_tuner.RandomSearch,
            "bayesian": keras_tuner.BayesianOptimization}[tuner]

@@ -138,6 +138,10 @@ def test_make_tuner_picks_each_tuner_by_name(search_config, tmp_path):
         tuning.make_tuner(continuous, "grid")
     with pytest.raises(ValueError, match="has no \\[search\\] table"):
         tuning.make_tuner(config_with({}), "random")
+    # keras-tuner's Hyperband over 1 epoch has one bracket of one trial: a "search" of one setting.
+    with pytest.raises(ValueError, match="the hyperband tuner with --epochs 1 trains a single trial"):
+        tuning.make_tuner(search_config, "hyperband", epochs=1, directory=tmp_path / "hb1")
+    assert not (tmp_path / "hb1").exists()
 
 
 def test_best_epoch_metrics_picks_the_best_finite_epoch():
