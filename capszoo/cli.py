@@ -38,9 +38,21 @@ def cmd_demo(args):
     print(f"\nfirst {shown} test images: label, prediction, score (class-capsule length)")
     for k in range(shown):
         print(f"  {y_test[k]}  ->  {predicted[k]}  {scores[k, predicted[k]]:.3f}")
-    _demo_figure(x_test[:shown], y_test[:shown], scores[:shown], args.out)
-    print(f"\nwrote {args.out}")
+    out = _figure_path(args.out, "capszoo-demo.png")
+    _demo_figure(x_test[:shown], y_test[:shown], scores[:shown], out)
+    print(f"\nwrote {out}")
     return 0
+
+
+def _figure_path(out, default_name):
+    """Where a figure given as ``--out`` lands: a folder gets ``default_name`` in it, and a name
+    without a suffix ``.png``, as matplotlib would add it (the path printed was then not the file)."""
+    from pathlib import Path
+
+    out = Path(out)
+    if out.is_dir():
+        return out / default_name
+    return out if out.suffix else out.with_suffix(".png")
 
 
 def _count(text):
@@ -367,7 +379,9 @@ def build_parser():
                                            "scikit-learn digits, print a per-class table and a few predictions, "
                                            "and write a PNG of examples with their class-capsule lengths.")
     demo.add_argument("--images", type=_count, default=8, help="examples to show (default 8)")
-    demo.add_argument("--out", default="capszoo-demo.png", help="PNG to write (default capszoo-demo.png)")
+    demo.add_argument("--out", default="capszoo-demo.png",
+                      help="figure to write, its format from the suffix (default capszoo-demo.png; in a folder, "
+                           "FOLDER/capszoo-demo.png)")
     demo.set_defaults(func=cmd_demo)
 
     listing = commands.add_parser("list", help="list zoo entries", description="List zoo entries as a table.")

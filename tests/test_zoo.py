@@ -646,6 +646,11 @@ def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
     assert "test accuracy on the 359 held-out scikit-learn digits" in printed and "accuracy" in printed
     assert f"verified), trained {zoo.trained_how(zoo.read_card('ara-digits'))}\n" in printed
     assert out.stat().st_size > 10_000 and Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A folder, or a name without a suffix: matplotlib wrote FOLDER.png / NAME.png while the demo
+    # said it wrote FOLDER / NAME.
+    for given, written in ((tmp_path, tmp_path / "capszoo-demo.png"), (tmp_path / "plain", tmp_path / "plain.png")):
+        assert main(["demo", "--out", str(given), "--images", "2"]) == 0
+        assert capsys.readouterr().out.endswith(f"\nwrote {written}\n") and written.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_continuing_a_published_entry_goes_on_from_its_card_with_a_fresh_optimizer(private_zoo):
