@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -532,7 +533,12 @@ def main(argv=None):
     from capszoo.training import TrainingError
 
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside this try, not at exit
+        return status
+    except BrokenPipeError:  # `capszoo list | head -1`: the reader has gone; stop quietly, as `ls | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
+        return 141  # 128 + SIGPIPE, the status a shell reports for a writer the pipe stopped
     except KeyboardInterrupt as err:  # Ctrl-C: a line, not Keras' traceback, and the shell's status for it
         print(f"capszoo {args.command}: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130

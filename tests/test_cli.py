@@ -315,3 +315,17 @@ def test_ctrl_c_is_one_line_with_how_to_continue_and_status_130(monkeypatch, tmp
     monkeypatch.setattr(training, "evaluate", interrupted)
     assert main(["eval", "ara-digits"]) == 130
     assert capsys.readouterr().err == "capszoo eval: interrupted\n"
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly():
+    # `capszoo list | head -1` printed "capszoo list: error: [Errno 32] Broken pipe" (status 2), or
+    # Python's "Exception ignored ... BrokenPipeError" when the pipe closed at exit.
+    import os
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    listing = subprocess.Popen([sys.executable, "-m", "capszoo", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+    listing.stdout.close()  # before it writes a line
+    _, err = listing.communicate(timeout=300)
+    ours = [line for line in err.decode().splitlines() if "capszoo" in line or "Broken" in line or "Exception" in line]
+    assert listing.returncode == 141 and ours == []
