@@ -214,6 +214,11 @@ def load_trained(spec, weights=None):
     return compile_model(model, config), config
 
 
+def resume_command(folder):
+    """The command that finishes the run in ``folder`` from its last checkpoint."""
+    return f"capszoo train {Path(folder) / 'config.toml'} --resume --out {folder}"
+
+
 def _unfinished(folder, config):
     """Refuse a run folder without final weights, saying how to finish it or use a checkpoint."""
     from capszoo.training import latest_checkpoint
@@ -223,9 +228,8 @@ def _unfinished(folder, config):
         raise ValueError(f"{folder} holds no trained weights: no model.weights.h5 and no checkpoint (a run "
                          "stopped in its first epoch, or not a run folder)")
     raise ValueError(f"run {folder} has not finished: no model.weights.h5, and its last checkpoint is after epoch "
-                     f"{epochs} of {config.training.epochs}. Finish it with `capszoo train {folder / 'config.toml'} "
-                     f"--resume --out {folder}`, or use that checkpoint: --weights {checkpoint} "
-                     f"(weights={str(checkpoint)!r} in Python)")
+                     f"{epochs} of {config.training.epochs}. Finish it with `{resume_command(folder)}`, or use that "
+                     f"checkpoint: --weights {checkpoint} (weights={str(checkpoint)!r} in Python)")
 
 
 def check_background(image, path, dataset, inverted=False):

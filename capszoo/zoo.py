@@ -34,6 +34,7 @@ from capszoo.runs import (
     check_weights_dtype,
     load_weights_checked,
     read_json_object,
+    resume_command,
     save_weights,
     training_runs,
 )
@@ -375,8 +376,7 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
     if not run_dir.is_dir():
         raise ValueError(f"run folder {run_dir} does not exist")
     if not metrics_path.is_file() or not weights_path.is_file():
-        finish = (f": finish it with `capszoo train {run_dir / 'config.toml'} --resume --out {run_dir}`"
-                  if (run_dir / "config.toml").is_file() else "")
+        finish = f": finish it with `{resume_command(run_dir)}`" if (run_dir / "config.toml").is_file() else ""
         raise ValueError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS_FILE}){finish}")
     metrics = read_json_object(metrics_path, str(metrics_path), "training writes it whole, so it was changed since; "
                                                             "train or resume the run again")
