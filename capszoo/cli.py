@@ -371,9 +371,14 @@ def cmd_export(args):
 
 
 def build_parser():
+    import keras
+
+    from capszoo import __version__
     from capszoo.config import SEARCH_DIMENSIONS
 
     parser = argparse.ArgumentParser(prog="capszoo", description="Capsule networks with interchangeable routing.")
+    parser.add_argument("--version", action="version",
+                        version=f"capszoo {__version__} (Keras {keras.__version__}, {keras.backend.backend()} backend)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="evaluate the bundled ara-digits model and plot examples",
                                description="Load the bundled ara-digits zoo model, evaluate it on the held-out "

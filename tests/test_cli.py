@@ -15,6 +15,13 @@ def test_help_on_every_command_and_unknown_command():
         assert run.returncode == 0 and "usage: capszoo " + command in run.stdout, command
     run = subprocess.run([sys.executable, "-m", "capszoo", "fly"], capture_output=True, text=True)
     assert run.returncode == 2 and "invalid choice: 'fly'" in run.stderr
+    import keras
+
+    import capszoo
+
+    run = subprocess.run([sys.executable, "-m", "capszoo", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == (
+        f"capszoo {capszoo.__version__} (Keras {keras.__version__}, {keras.backend.backend()} backend)\n")
 
 
 def test_train_eval_predict_round_trip(tiny_config_path, tmp_path, capsys):
