@@ -86,9 +86,6 @@ def _from_dict(cls, data, section):
     if unknown:
         hint = ""
         if "routing_options" in known:  # a routing's own option given as a model field (stop_gradient=True)
-            from capszoo.routing import available_routings
-            from capszoo.routing.base import routing_parameters
-
             options = sorted(set(unknown) & {o for r in available_routings() for o in routing_parameters(r)})
             if options:
                 hint = (f" ({', '.join(options)}: a routing option, given as routing_options = "
