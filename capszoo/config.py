@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from capszoo.routing import available_routings, get_routing
-from capszoo.routing.base import _REGISTRY, check_count, routing_parameters
+from capszoo.routing.base import _REGISTRY, any_routing_parameters, check_count, routing_parameters
 
 
 def _positive_int(key, value, section="model", minimum=1):
@@ -86,7 +86,7 @@ def _from_dict(cls, data, section):
     if unknown:
         hint = ""
         if "routing_options" in known:  # a routing's own option given as a model field (stop_gradient=True)
-            options = sorted(set(unknown) & {o for r in available_routings() for o in routing_parameters(r)})
+            options = sorted(set(unknown) & any_routing_parameters())
             if options:
                 hint = (f" ({', '.join(options)}: a routing option, given as routing_options = "
                         f"{{{', '.join(f'{o} = ...' for o in options)}}})")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from capszoo.routing import RoutingStrategy, available_routings, get_routing, serialize_routing
-from capszoo.routing.base import check_count, routing_parameters
+from capszoo.routing import RoutingStrategy, get_routing, serialize_routing
+from capszoo.routing.base import any_routing_parameters, check_count
 
 
 @keras.saving.register_keras_serializable(package="capszoo")
@@ -35,7 +35,7 @@ class CapsuleLayer(keras.layers.Layer):
         # Routing hyperparameters may be given beside the routing's name, as CapsNet2 takes them:
         # CapsuleLayer(10, 16, routing="adaptive_lambda", lam=3.0). They were Keras' "Unrecognized
         # keyword arguments"; get_routing checks them against the routing named.
-        known = {option for name in available_routings() for option in routing_parameters(name)}
+        known = any_routing_parameters()
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in known}
         super().__init__(**kwargs)
         self.capsules = check_count("CapsuleLayer capsules", capsules)

@@ -76,6 +76,11 @@ def routing_parameters(name):
     return [name for name, p in params.items() if name != "self" and p.kind in named]
 
 
+def any_routing_parameters():
+    """Every hyperparameter name that some registered routing accepts (``iterations``, ``lam``, ...)."""
+    return {option for name in _REGISTRY for option in routing_parameters(name)}
+
+
 def serialize_routing(strategy):
     """The dict form that :func:`get_routing` reads back."""
     return {"name": strategy.name, "config": strategy.get_config()}
