@@ -304,9 +304,10 @@ def cmd_predict(args):
     model, _ = load_trained(args.model, weights=args.weights)  # the same config
     scores = predict_scores(model, images)
     names = class_names(config)
+    top = min(args.top, scores.shape[1])
     for path, row in zip(paths, scores, strict=True):
-        k = int(row.argmax())
-        print(f"{path}\t{k}\t{names[k]}\t{row[k]:.4f}")
+        for k in np.argsort(-row, kind="stable")[:top]:  # best first; ties in class-id order
+            print(f"{path}\t{k}\t{names[k]}\t{row[k]:.4f}")
     return 0
 
 
@@ -507,6 +508,8 @@ def build_parser():
     predict.add_argument("images", metavar="IMAGE", nargs="+",
                          help="PNG or JPEG files, or folders (their *.png, *.jpg and *.jpeg files, by name)")
     predict.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    predict.add_argument("--top", type=_count, default=1,
+                         help="the K most likely classes per image, a row each, best first (default 1)")
     predict.add_argument("--invert", action="store_true",
                          help="invert the images' gray levels: dark digits or objects on a light background for a "
                               "model of MNIST, Fashion-MNIST or digits, whose images are light on black (an image "

@@ -258,6 +258,26 @@ def test_predict_takes_a_folder_as_its_png_and_jpeg_files_by_name(tmp_path, caps
     assert f"folder {empty} holds no PNG/JPEG file" in capsys.readouterr().err
 
 
+def test_predict_top_k_gives_a_row_per_class_best_first(tmp_path, capsys):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    import capszoo
+    from capszoo.runs import load_image
+
+    path = _image_file(tmp_path, "seven.png", (load_digits().images[7] * 255 / 16).astype(np.uint8))
+    scores = capszoo.load("ara-digits").predict(load_image(path, (28, 28, 1))[None], verbose=0)[0]
+    assert main(["predict", "ara-digits", str(path)]) == 0
+    best = capsys.readouterr().out.splitlines()
+    assert main(["predict", "ara-digits", str(path), "--top", "3"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == best[0].split("\t") and {row[0] for row in rows} == {str(path)}
+    assert [int(row[1]) for row in rows] == list(np.argsort(-scores)[:3])
+    assert [float(row[3]) for row in rows] == [round(float(scores[int(row[1])]), 4) for row in rows]
+    assert main(["predict", "ara-digits", str(path), "--top", "50"]) == 0  # more than there are classes: all 10
+    assert sorted(int(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines()) == list(range(10))
+
+
 def test_check_background_reads_the_border_and_the_dataset():
     import numpy as np
 
