@@ -124,7 +124,7 @@ def cmd_publish(args):
 def cmd_train(args):
     import json
 
-    from capszoo.training import train
+    from capszoo.training import run_folder, train
 
     try:
         _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir,
@@ -132,13 +132,8 @@ def cmd_train(args):
                            time_limit=args.time_limit, precision=args.precision, test=args.test,
                            from_zoo=args.from_zoo)
     except KeyboardInterrupt:
-        from pathlib import Path
-
-        from capszoo.config import load_config
-
-        run = args.out or Path("runs") / load_config(args.config).name
-        raise KeyboardInterrupt(f"{run} keeps a checkpoint of each finished epoch: the same command with --resume "
-                                "continues from the last") from None
+        raise KeyboardInterrupt(f"{run_folder(args.config, args.out)} keeps a checkpoint of each finished epoch: "
+                                "the same command with --resume continues from the last") from None
     summary = {k: metrics[k] for k in ("name", "validation_accuracy", "validation_loss", "test_accuracy", "test_loss",
                                        "epochs", "epochs_planned", "wall_time_s", "images_per_s") if k in metrics}
     print(json.dumps(summary))

@@ -369,6 +369,11 @@ def _write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def run_folder(config, out_dir=None):
+    """The folder a training run of ``config`` writes: ``out_dir``, by default ``runs/NAME``."""
+    return Path(out_dir or Path("runs") / load_config(config).name)
+
+
 def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto",
           time_limit=None, precision=None, test=None, from_zoo=False):
     """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate the result.
@@ -402,7 +407,7 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     check_distribute(distribute)
     config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir, precision=precision)
-    run = Path(out_dir or Path("runs") / config.name)
+    run = run_folder(config, out_dir)
     checkpoints = run / "checkpoints"
     if resume and not from_zoo and not run.is_dir():  # a mistyped --out would otherwise start afresh, for hours
         raise TrainingError(f"nothing to resume: run folder {run} does not exist (to start a new run, drop --resume)")
