@@ -24,8 +24,14 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from capszoo.routing import available_routings, get_routing
-from capszoo.routing.base import _REGISTRY, any_routing_parameters, check_count, routing_parameters
+from capszoo.routing import get_routing
+from capszoo.routing.base import (
+    _REGISTRY,
+    any_routing_parameters,
+    check_count,
+    routing_parameters,
+    unknown_routing_error,
+)
 
 
 def _positive_int(key, value, section="model", minimum=1):
@@ -61,7 +67,7 @@ def _choice(key, value, choices, section):
 
 def _known_routing(key, value):
     if value not in _REGISTRY:
-        raise ValueError(f"{key}: unknown routing {value!r}; available: {', '.join(available_routings())}")
+        raise unknown_routing_error(value, key)
     return value
 
 

@@ -166,8 +166,11 @@ def test_registry_resolves_names_dicts_and_instances():
     for strategy in (DynamicRouting(4, stop_gradient=True), AdaptiveRouting(2), AdaptiveLambdaRouting(3.0),
                      UniformRouting()):
         assert get_routing(serialize_routing(strategy)) == strategy
-    with pytest.raises(ValueError, match="unknown routing 'dynamc'; available: adaptive"):
+    with pytest.raises(ValueError, match="unknown routing 'dynamc'; did you mean 'dynamic'\\?$"):
         get_routing("dynamc")
+    with pytest.raises(ValueError, match=r"unknown routing 'em'; available: adaptive, adaptive_lambda, dynamic, "
+                                         r"uniform; a routing of your own .*register_routing\('em'\)"):
+        get_routing("em")
     with pytest.raises(ValueError, match="routing 'uniform' takes no argument.s. iterations; it takes: nothing"):
         get_routing("uniform", iterations=3)
 
@@ -189,3 +192,33 @@ def test_a_new_routing_plugs_into_the_layer_without_changing_it():
         assert CapsuleLayer.from_config(layer.get_config()).routing == MeanRouting()
     finally:
         del _REGISTRY["test_mean"]
+
+
+def test_a_saved_model_with_a_routing_of_ones_own_loads_once_it_is_registered(tmp_path):
+    import keras
+
+    from capszoo.models import CapsNet2
+
+    @register_routing("test_sum")
+    class SumRouting(RoutingStrategy):
+        def route(self, inputs, kernel, return_state):
+            v = squash(ops.sum(predictions(inputs, kernel), axis=1))
+            return (v, {"outputs": v[None]}) if return_state else v
+
+    try:
+        model = CapsNet2(input_shape=(12, 12, 1), conv_filters=4, conv_kernel_size=3, primary_types=2,
+                         primary_dim=4, primary_kernel_size=3, routing="test_sum")
+        model.save(tmp_path / "m.keras")
+    finally:
+        del _REGISTRY["test_sum"]
+    # A fresh process, where the class was never defined: the error says what to do.
+    with pytest.raises(ValueError, match=r"unknown routing 'test_sum'; available: .*register_routing\('test_sum'\)"
+                                         r".* before a model that uses it is built or loaded"):
+        keras.saving.load_model(tmp_path / "m.keras")
+    register_routing("test_sum")(SumRouting)
+    try:
+        x = np.random.default_rng(0).uniform(size=(2, 12, 12, 1)).astype("float32")
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
+        np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), **TOL)
+    finally:
+        del _REGISTRY["test_sum"]

@@ -40,6 +40,23 @@ def available_routings():
     return sorted(_REGISTRY)
 
 
+def unknown_routing_error(name, key=None):
+    """The ``ValueError`` for a routing name nobody registered: the close spellings, else the
+    registered names and how a routing of one's own gets its name (a saved model that uses one
+    loads only where the same ``register_routing`` has run first)."""
+    import difflib
+
+    where = f"{key}: " if key else ""
+    close = difflib.get_close_matches(str(name), available_routings(), n=2)
+    if close:
+        hint = f"did you mean {' or '.join(map(repr, close))}?"
+    else:
+        hint = (f"available: {', '.join(available_routings())}; a routing of your own is one "
+                f"@capszoo.routing.register_routing({name!r}) class, which must run (be imported) "
+                "before a model that uses it is built or loaded")
+    return ValueError(f"{where}unknown routing {name!r}; {hint}")
+
+
 def get_routing(identifier, **kwargs):
     """Resolve a routing strategy from a name, a serialized dict, or an instance.
 
@@ -58,7 +75,7 @@ def get_routing(identifier, **kwargs):
         return get_routing(identifier["name"], **{**identifier.get("config", {}), **kwargs})
     if isinstance(identifier, str):
         if identifier not in _REGISTRY:
-            raise ValueError(f"unknown routing {identifier!r}; available: {', '.join(available_routings())}")
+            raise unknown_routing_error(identifier)
         cls = _REGISTRY[identifier]
         accepted = routing_parameters(identifier)
         unknown = sorted(set(kwargs) - set(accepted))
