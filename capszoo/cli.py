@@ -366,6 +366,9 @@ def cmd_export(args):
     return 0
 
 
+WEIGHTS_HELP = "a .weights.h5 file, or a .keras model or checkpoint (when MODEL is a config or zoo entry)"
+
+
 def build_parser():
     import keras
 
@@ -470,7 +473,7 @@ def build_parser():
                          help="energy | distribution | couplings | gradients")
     analyze.add_argument("model", metavar="MODEL", nargs="?",
                          help="energy/couplings: a run folder or trained zoo entry; gradients: a config or zoo name")
-    analyze.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    analyze.add_argument("--weights", help=WEIGHTS_HELP)
     analyze.add_argument("--out", default="analysis", help="folder for the PNG and CSV (default analysis/)")
     analyze.add_argument("--iterations", type=int, default=None,
                          help="routing iterations (default 20; couplings: 3)")
@@ -491,7 +494,7 @@ def build_parser():
     evaluate = commands.add_parser("eval", help="evaluate a trained model on its dataset",
                                    description="Evaluate a trained model on the test (or validation) split.")
     evaluate.add_argument("model", metavar="MODEL", help=model_help)
-    evaluate.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    evaluate.add_argument("--weights", help=WEIGHTS_HELP)
     evaluate.add_argument("--data-dir", help="offline folder of .npz datasets")
     evaluate.add_argument("--split", choices=["test", "validation"], default="test")
     evaluate.set_defaults(func=cmd_eval)
@@ -502,7 +505,7 @@ def build_parser():
     predict.add_argument("model", metavar="MODEL", help=model_help)
     predict.add_argument("images", metavar="IMAGE", nargs="+",
                          help="PNG or JPEG files, or folders (their *.png, *.jpg and *.jpeg files, by name)")
-    predict.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    predict.add_argument("--weights", help=WEIGHTS_HELP)
     predict.add_argument("--top", type=_count, default=1,
                          help="the K most likely classes per image, a row each, best first (default 1)")
     predict.add_argument("--invert", action="store_true",
@@ -516,7 +519,7 @@ def build_parser():
         description="Write OUT/NAME/VERSION/{saved_model.pb, variables/, assets/} with the signatures "
                     "serving_default (images) and predict_image_bytes (encoded PNG/JPEG).")
     exporter.add_argument("model", metavar="MODEL", nargs="?", help=model_help)
-    exporter.add_argument("--weights", help="a .weights.h5 file (when MODEL is a config)")
+    exporter.add_argument("--weights", help=WEIGHTS_HELP)
     exporter.add_argument("--out", help="the models folder (TF Serving's model base directory)")
     exporter.add_argument("--version", type=int, default=1, help="version folder number (default 1)")
     exporter.add_argument("--name", help="model name (default: the run's config name)")

@@ -558,6 +558,8 @@ class Config:
             data = tomllib.loads(path.read_text())
         except OSError as err:
             raise ValueError(f"cannot read config {path}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"config {path} is not a text file (TOML): {_not_a_config_hint(path)}") from None
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"config {path} is not valid TOML: {err}") from None
         data.setdefault("name", path.stem)
@@ -648,6 +650,15 @@ def zoo_entry_config(name):
     return Config.from_toml(entry)
 
 
+def _not_a_config_hint(path):
+    """What to give instead of a file that is not a config (a saved model or weights, often)."""
+    if path.name.endswith((".keras", ".h5")):
+        return (f"it holds a model's weights. Give the config it was trained from (a zoo entry name, a .toml or "
+                f"the run folder) and the file apart: `--weights {path}` for eval, predict, analyze and export, "
+                f"capszoo.load(ENTRY, weights={str(path)!r}) in Python")
+    return "give a zoo entry name, a .toml config or a run folder"
+
+
 def load_config(name_or_path):
     """A :class:`Config` from the name of a zoo entry (``zoo_configs/NAME.toml``), a ``.toml``
     path, a run folder holding ``config.toml``, or a model ``capszoo.load`` returned (its entry's).
@@ -673,6 +684,8 @@ def load_config(name_or_path):
             raise ValueError(f"{path} is not a run folder: it has no config.toml")
         return Config.from_toml(path / "config.toml")
     if path.suffix == ".toml" or path.is_file():
+        if path.name.endswith((".keras", ".h5")):
+            raise ValueError(f"{path} is not a config: {_not_a_config_hint(path)}")
         if not path.is_file():
             raise ValueError(f"config file {text} does not exist")
         return Config.from_toml(path)

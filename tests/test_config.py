@@ -63,6 +63,20 @@ def test_toml_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="wrong.toml: training.epochs must be an integer"):
         load_config(wrong)
     assert load_config(wrong.with_name("ok.toml").write_text("") or wrong.with_name("ok.toml")).name == "ok"
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")  # was: "'utf-8' codec can't decode byte 0x89 ..."
+    with pytest.raises(ValueError, match="binary.toml is not a text file"):
+        load_config(binary)
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5", "epoch-0003.keras"])
+def test_a_weights_file_given_as_the_model_says_to_pass_it_as_weights(tmp_path, name):
+    # `capszoo predict model.keras x.png` read the file as TOML: "'utf-8' codec can't decode byte ...".
+    path = tmp_path / name
+    path.write_bytes(b"PK\x03\x04\x83\x00")
+    with pytest.raises(ValueError, match=rf"{name} is not a config: it holds a model's weights\. Give the config it "
+                                         rf"was trained from .* `--weights {re.escape(str(path))}`"):
+        load_config(path)
 
 
 def test_unknown_name_suggests_close_matches():
