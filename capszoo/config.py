@@ -168,6 +168,9 @@ class ModelConfig(_Section):
         for key in ("num_classes", "conv_filters", "conv_kernel_size", "primary_types", "primary_dim",
                     "primary_kernel_size", "primary_strides"):
             set_(self, key, _positive_int(key, getattr(self, key)))
+        if self.num_classes < 2:
+            raise ValueError(f"model.num_classes must be >= 2, got {self.num_classes}: the prediction is the longest "
+                             "class capsule, and a lone capsule always is (every image its class, at 100 % accuracy)")
         set_(self, "capsules", _int_tuple("capsules", self.capsules))
         if not self.capsules or self.capsules[-1] != self.num_classes:
             raise ValueError(

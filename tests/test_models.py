@@ -132,6 +132,7 @@ def test_input_and_output_shape_are_those_a_functional_model_reports(kwargs):
     (dict(routing="dinamic"), "unknown routing 'dinamic'"),
     (dict(capsules=(16, 10), num_classes=10), "CapsNet2 has 1 capsule layers"),
     (dict(conv_filters=0), "model.conv_filters must be an integer >= 1"),
+    (dict(num_classes=1, capsules=(1,)), "model.num_classes must be >= 2, got 1"),
     (dict(routing_options={"stop_gradient": 1}), "stop_gradient must be True or False"),
     (dict(routing="uniform", routing_options={"stop_gradient": True}), "takes no option"),
     (dict(input_shape=(8, 8, 1)), "too small"),
