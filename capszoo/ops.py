@@ -14,8 +14,18 @@ from keras import ops
 NORM_EPSILON = 1e-12
 
 
+def floating(x):
+    """``x`` itself if it is floating point, else cast to Keras' float type: integer capsules
+    (``squash(np.array([3, 4]))``) give the same result on every backend (TensorFlow refused
+    to add the float epsilon to them, JAX and PyTorch promoted). Adds no op for float input."""
+    if not hasattr(x, "dtype"):
+        x = ops.convert_to_tensor(x)
+    return x if keras.backend.is_float_dtype(x.dtype) else ops.cast(x, keras.config.floatx())
+
+
 def safe_norm(x, axis=-1, keepdims=False):
     """Euclidean norm along ``axis`` with a finite gradient at the zero vector."""
+    x = floating(x)
     return ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=keepdims) + NORM_EPSILON)
 
 
@@ -26,6 +36,7 @@ def squash(s, axis=-1):
     ``|s|``: the value and the gradient are finite at ``s = 0`` (both are zero there) and for
     huge inputs (the factor tends to ``1 / |s|`` instead of forming ``inf / inf``).
     """
+    s = floating(s)
     norm = safe_norm(s, axis=axis, keepdims=True)
     return ops.multiply(s, norm / (1.0 + ops.square(norm)))  # not `*`: s may be a NumPy array (torch)
 

@@ -43,6 +43,18 @@ def test_squash_of_zero_is_zero():
     np.testing.assert_array_equal(to_numpy(squash(np.zeros((2, 5), "float32"))), 0.0)
 
 
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint8"])
+def test_integer_capsules_are_squashed_and_measured_as_floats(dtype):
+    # TensorFlow refused integer input ("expected to be a int64 tensor but is a float tensor"),
+    # while JAX and PyTorch promoted it: every backend now gives the float result.
+    s = np.array([[3, 4], [0, 0]], dtype=dtype)
+    v = to_numpy(squash(s))
+    assert v.dtype == np.float32
+    np.testing.assert_allclose(v, [[3 * 5 / 26, 4 * 5 / 26], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(capsule_length(s)), [5.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(to_numpy(squash(ops.convert_to_tensor(s))), v, rtol=1e-6)
+
+
 def test_capsule_length():
     v = np.array([[[3.0, 4.0], [0.0, 0.0]]], dtype="float32")
     np.testing.assert_allclose(to_numpy(capsule_length(v)), [[5.0, 0.0]], atol=1e-5)
