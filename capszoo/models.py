@@ -70,6 +70,18 @@ def check_labels(labels, num_classes, owner="capsnet"):
     return labels.astype("int32")
 
 
+def _list_as_array(value, what, owner):
+    """A (nested) list of numbers or of equal-shape arrays as one NumPy array; anything else as
+    it is. Keras takes a list of arrays but refuses nested Python numbers with "Unrecognized data
+    type" followed by every value given."""
+    if not isinstance(value, list):
+        return value
+    try:
+        return np.asarray(value)
+    except ValueError:  # ragged: NumPy refuses an inhomogeneous shape
+        raise ValueError(f"{owner}: {what} given as a list must all have one shape") from None
+
+
 def _is_array(value):
     return isinstance(value, np.ndarray) or ops.is_tensor(value)
 
@@ -213,22 +225,27 @@ class CapsNet(keras.Model):
             y = checked(y)
         return x, y
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+    def _checked_data(self, x, y=None):
+        """``(x, y)`` as :meth:`fit`, :meth:`evaluate` and :meth:`predict` pass them on: lists
+        made arrays, images checked, labels checked and made class ids."""
+        x = _list_as_array(x, "images", self.name)
+        y = _list_as_array(y, "labels", self.name)
         self._check_values(x)
-        x, y = self._check_labels(x, y)
+        return self._check_labels(x, y)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        x, y = self._checked_data(x, y)
         if isinstance(validation_data, (tuple, list)) and validation_data:
-            self._check_values(validation_data[0])
-            if len(validation_data) > 1:
-                validation_data = (*self._check_labels(*validation_data[:2]), *validation_data[2:])
+            checked = self._checked_data(*validation_data[:2])
+            validation_data = (*checked[:len(validation_data)], *validation_data[2:])
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check_values(x)
-        x, y = self._check_labels(x, y)
+        x, y = self._checked_data(x, y)
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        self._check_values(x)
+        x, _ = self._checked_data(x)
         return super().predict(x, *args, **kwargs)
 
     def capsules(self, images, return_routing_state=False):

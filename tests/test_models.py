@@ -245,6 +245,7 @@ LABEL_ENTRY_POINTS = {
     "fit_validation": lambda model, y: model.fit(images(6), np.zeros(6, "int32"), validation_data=(images(6), y),
                                                  batch_size=3, epochs=1, verbose=0),
     "evaluate_tensor": lambda model, y: model.evaluate(images(6), keras.ops.convert_to_tensor(y), verbose=0),
+    "evaluate_lists": lambda model, y: model.evaluate(images(6).tolist(), y.tolist(), verbose=0),
 }
 BAD_LABELS = [
     (np.array([0, 1, 2, 3, 0, 1]), r"tiny: labels must be class ids in \[0, 3\), got values in \[0, 3\]"),
@@ -286,6 +287,22 @@ def test_one_hot_float_and_column_labels_measure_what_class_ids_measure():
     assert reference[1] == pytest.approx(4 / 6)
     for labels in (np.eye(3, dtype="float32")[ids], ids.astype("float64"), ids[:, None], ids.astype("uint8")):
         assert model.evaluate(x, labels, batch_size=3, verbose=0) == pytest.approx(reference, rel=1e-6)
+
+
+def test_python_lists_of_images_and_labels_measure_what_arrays_measure():
+    # Keras refused nested lists of numbers with "Unrecognized data type: x=" and every value.
+    model = tiny(name="tiny")
+    model.compile(optimizer="adam", loss=MarginLoss(), metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    x, y = images(6), np.array([0, 1, 2, 0, 1, 2])
+    np.testing.assert_allclose(model.predict(x.tolist(), verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    reference = model.evaluate(x, y, batch_size=3, verbose=0)
+    assert model.evaluate(x.tolist(), y.tolist(), batch_size=3, verbose=0) == pytest.approx(reference, rel=1e-6)
+    assert model.evaluate(list(x), list(y), batch_size=3, verbose=0) == pytest.approx(reference, rel=1e-6)
+    model.fit(x.tolist(), y.tolist(), validation_data=(x.tolist(), y.tolist()), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="tiny: images given as a list must all have one shape"):
+        model.predict([x[0], x[0, :5]], verbose=0)
+    with pytest.raises(ValueError, match=r"tiny: images must be scaled to \[0, 1\], got values in \[0, 255\]"):
+        model.predict((x * 255).round().tolist(), verbose=0)
 
 
 def test_labels_inside_decoder_inputs_and_targets_are_checked():
