@@ -248,6 +248,15 @@ class CapsNet(keras.Model):
         x, _ = self._checked_data(x)
         return super().predict(x, *args, **kwargs)
 
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        return super().train_on_batch(*self._checked_data(x, y), *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        return super().test_on_batch(*self._checked_data(x, y), *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        return super().predict_on_batch(self._checked_data(x)[0])
+
     def capsules(self, images, return_routing_state=False):
         """The capsules of every layer: ``[primary, capsules_1, ..., class capsules]``.
 

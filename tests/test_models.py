@@ -196,6 +196,9 @@ ENTRY_POINTS = {
     "fit_validation": lambda model, x, y: model.fit(images(4), y, validation_data=(x, y), epochs=1, verbose=0),
     "predict_dict": lambda model, x, y: model.predict({"images": x}, verbose=0),
     "predict_scores": _predict_scores,
+    "train_on_batch": lambda model, x, y: model.train_on_batch(x, y),
+    "test_on_batch": lambda model, x, y: model.test_on_batch(x, y),
+    "predict_on_batch": lambda model, x, y: model.predict_on_batch(x),
 }
 
 
@@ -246,6 +249,8 @@ LABEL_ENTRY_POINTS = {
                                                  batch_size=3, epochs=1, verbose=0),
     "evaluate_tensor": lambda model, y: model.evaluate(images(6), keras.ops.convert_to_tensor(y), verbose=0),
     "evaluate_lists": lambda model, y: model.evaluate(images(6).tolist(), y.tolist(), verbose=0),
+    "train_on_batch": lambda model, y: model.train_on_batch(images(6), y),
+    "test_on_batch": lambda model, y: model.test_on_batch(images(6), y),
 }
 BAD_LABELS = [
     (np.array([0, 1, 2, 3, 0, 1]), r"tiny: labels must be class ids in \[0, 3\), got values in \[0, 3\]"),
