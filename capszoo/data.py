@@ -354,6 +354,14 @@ def steps_per_epoch(examples, batch_size):
     return max(1, math.ceil(examples / batch_size))
 
 
+def examples_per_epoch(examples, batch_size, multiple=1):
+    """How many of ``examples`` one training epoch uses: all of them, unless each batch must
+    split into ``multiple`` equal parts (data parallelism over that many devices) and the last
+    batch does not; it then loses its remainder, at most ``multiple - 1`` examples, a different
+    few each epoch since every epoch is shuffled."""
+    return examples - (examples % batch_size) % multiple
+
+
 def default_pipeline():
     """``$CAPSZOO_PIPELINE`` if set, else ``"tf"`` where TensorFlow is installed and ``"numpy"`` where not."""
     chosen = os.environ.get(ENV_PIPELINE)
@@ -364,7 +372,7 @@ def default_pipeline():
     return "tf" if importlib.util.find_spec("tensorflow") is not None else "numpy"
 
 
-def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_epoch=0, pipeline=None):
+def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_epoch=0, pipeline=None, multiple=1):
     """The batches of one split, for ``model.fit`` / ``model.evaluate``.
 
     ``pipeline``: ``"tf"`` (a prefetched ``tf.data.Dataset``), ``"numpy"`` (an endless generator
@@ -379,14 +387,16 @@ def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_ep
     (and, with ``data.horizontal_flip``, half its images mirrored) with stateless seeds made of
     ``(data.seed, e, batch)``. The stream is therefore a pure
     function of the seed: a resumed run sees exactly the batches an uninterrupted run would,
-    and a distributed run the same batches as a single-device one.
+    and a distributed run the same batches as a single-device one. ``multiple`` (training
+    only): the number of devices each batch is split over; an epoch then takes the first
+    :func:`examples_per_epoch` of its shuffled order, so that its last batch splits too.
 
     Elements are ``(images, labels)``; for a model with a decoder,
     ``({"images", "labels"}, {"class_scores": labels, "reconstruction": images})``.
     """
     pipeline = pipeline or default_pipeline()
     if pipeline == "numpy":
-        return _numpy_dataset(x, y, config, training, batch_size, start_epoch)
+        return _numpy_dataset(x, y, config, training, batch_size, start_epoch, multiple)
     if pipeline != "tf":
         raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
     import tensorflow as tf
@@ -403,12 +413,12 @@ def make_dataset(x, y, config: Config, training: bool, batch_size=None, start_ep
         ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(batch_size).map(scale, **parallel)
     else:
         images_t, labels_t = tf.constant(x), tf.constant(labels)
-        n = len(x)
+        n, used = len(x), examples_per_epoch(len(x), batch_size, multiple)
 
         def one_epoch(epoch):
             # A stateless permutation: the order depends on (data.seed, epoch) and nothing else.
             epoch_seed = tf.stack([tf.constant(data.seed, tf.int64), epoch])
-            order = tf.argsort(tf.random.stateless_uniform((n,), seed=epoch_seed))
+            order = tf.argsort(tf.random.stateless_uniform((n,), seed=epoch_seed))[:used]
             batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
 
             def load(step, index):
@@ -471,7 +481,7 @@ def _pack(images, labels, config: Config):
     return images, labels
 
 
-def _numpy_dataset(x, y, config: Config, training, batch_size, start_epoch):
+def _numpy_dataset(x, y, config: Config, training, batch_size, start_epoch, multiple=1):
     data = config.data
     batch_size = batch_size or config.training.batch_size
     labels = np.asarray(y, dtype=np.int32)
@@ -479,12 +489,12 @@ def _numpy_dataset(x, y, config: Config, training, batch_size, start_epoch):
         return _NumpyBatches(x, labels, config, batch_size)
 
     def stream():
-        n = len(x)
+        n, used = len(x), examples_per_epoch(len(x), batch_size, multiple)
         epoch = start_epoch
         while True:
             # Stateless in the same sense as the tf.data stream: (data.seed, epoch[, step]) alone decide.
-            order = np.random.default_rng([data.seed, epoch]).permutation(n)
-            for step, start in enumerate(range(0, n, batch_size)):
+            order = np.random.default_rng([data.seed, epoch]).permutation(n)[:used]
+            for step, start in enumerate(range(0, used, batch_size)):
                 index = order[start:start + batch_size]
                 images = scale_and_resize_numpy(x[index], data)
                 if data.shift_pixels:

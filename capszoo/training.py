@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from capszoo.config import DATA_LOCATION_FIELDS, Config, load_config, zoo_entry_config
-from capszoo.data import default_pipeline, load_splits, make_dataset, steps_per_epoch
+from capszoo.data import default_pipeline, examples_per_epoch, load_splits, make_dataset, steps_per_epoch
 from capszoo.models import CapsNet, check_image_values
 from capszoo.ops import ClassAccuracy, MarginLoss
 from capszoo.runs import EARLIER_METRICS, METRICS_FILE, RUN_ACCOUNT, archive_metrics
@@ -246,6 +246,45 @@ def warm_start_from_zoo(config: Config, run):
     return done
 
 
+def data_parallel_devices():
+    """The number of devices that the current ``keras.distribution`` (``DataParallel`` on JAX)
+    splits each batch over; 1 without one."""
+    current = keras.distribution.distribution()
+    if current is None:
+        return 1
+    mesh = current.device_mesh
+    return int(dict(zip(mesh.axis_names, mesh.shape, strict=True))[current.batch_dim_name])
+
+
+@contextlib.contextmanager
+def undistributed():
+    """No ``keras.distribution`` inside (the one set is restored after). Evaluation runs so: a
+    split's last batch seldom divides by the device count, and JAX refuses to shard one that does
+    not (``IndivisibleError``), which Keras does not guard against; the weights a data-parallel
+    run trains are replicated on every device, so one device evaluates them as they are."""
+    current = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)
+
+
+class UndistributedValidation(keras.callbacks.Callback):
+    """Keras' end-of-epoch validation (the same ``val_*`` logs), run :func:`undistributed`, for a
+    data-parallel run; ``fit`` then gets no ``validation_data``."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_end(self, epoch, logs=None):
+        with undistributed():
+            results = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        if logs is not None:  # the dict the later callbacks (CSV log, history, progress bar) read
+            logs.update({f"val_{name}": value for name, value in results.items()})
+
+
 class NanGuard(keras.callbacks.Callback):
     """Stop at the first non-finite training loss and remember where it happened.
 
@@ -433,6 +472,10 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
                                 f"({'; '.join(changed)}); train it from the start in another run folder")
     if splits is None:
         splits = load_splits(config)  # fails early, with a clear message, if the data is missing
+    devices = data_parallel_devices()
+    if config.training.batch_size % devices:  # every batch would fail deep in JAX's sharding
+        raise TrainingError(f"training.batch_size {config.training.batch_size} does not split over the {devices} "
+                            f"devices of the keras.distribution set: choose a multiple of {devices}")
     run.mkdir(parents=True, exist_ok=True)
     _write_atomic(run / "config.toml", config.to_toml())
 
@@ -444,10 +487,12 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         else:
             model = build_model(config, precision=config.training.precision)
     _truncate_history(run / "history.csv", done)
-    train_ds = make_dataset(*splits.train, config, training=True, start_epoch=done)
+    train_ds = make_dataset(*splits.train, config, training=True, start_epoch=done, multiple=devices)
+    used = examples_per_epoch(len(splits.train[1]), config.training.batch_size, devices)
     val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
     guard, clock = NanGuard(), TimeLimit(time_limit)
     callbacks = [
+        *([UndistributedValidation(val_ds)] if devices > 1 and val_ds is not None else []),
         lr_schedule(config),
         guard,
         clock,
@@ -455,8 +500,8 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         AtomicCheckpoint(checkpoints),
     ]
     start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=config.training.epochs, initial_epoch=done,
-              steps_per_epoch=steps_per_epoch(len(splits.train[1]), config.training.batch_size),
+    model.fit(train_ds, validation_data=val_ds if devices == 1 else None, epochs=config.training.epochs,
+              initial_epoch=done, steps_per_epoch=steps_per_epoch(used, config.training.batch_size),
               shuffle=False,  # the stream is shuffled per epoch already (make_dataset)
               callbacks=callbacks, verbose=verbose)
     wall = time.perf_counter() - start
@@ -488,13 +533,14 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         "resumed_from_epoch": done,
         "train_examples": int(len(splits.train[1])),
         "wall_time_s": round(wall, 1),
-        "images_per_s": round(epochs_run * len(splits.train[1]) / wall, 1) if epochs_run and wall > 0 else None,
+        "images_per_s": round(epochs_run * used / wall, 1) if epochs_run and wall > 0 else None,
         "dataset": {"name": config.data.dataset, **splits.source},
         "data_pipeline": default_pipeline(),
         "precision": config.training.precision,
         "hardware": hardware(),
         "versions": versions(),
-        "distribute": distribute or None,
+        "distribute": distribute or ("data_parallel" if devices > 1 else None),
+        **({"data_parallel_devices": devices, "train_examples_per_epoch": used} if devices > 1 else {}),
     }
     if (run / WARM_STARTS_FILE).is_file():
         metrics["warm_starts"] = json.loads((run / WARM_STARTS_FILE).read_text())
@@ -512,7 +558,8 @@ def evaluate(model, config=None, data_dir=None, split="test", splits=None):
     arrays = splits.named(split)
     if not model.compiled:
         compile_model(model, config)
-    results = model.evaluate(make_dataset(*arrays, config, training=False), verbose=0, return_dict=True)
+    with undistributed():
+        results = model.evaluate(make_dataset(*arrays, config, training=False), verbose=0, return_dict=True)
     accuracy = next(v for k, v in results.items() if k == "accuracy" or k.endswith("_accuracy"))
     return {"accuracy": float(accuracy), "loss": float(results["loss"]), "examples": int(len(arrays[1])),
             "split": split}

@@ -74,6 +74,24 @@ def test_numpy_stream_shuffles_shifts_and_is_a_function_of_seed_and_epoch(tmp_pa
     assert shifted > len(x) // 2
 
 
+@pytest.mark.parametrize("pipeline", ["numpy", pytest.param("tf", marks=pytest.mark.tensorflow_only)])
+def test_a_stream_for_several_devices_drops_only_what_its_last_batch_cannot_split(tmp_path, pipeline):
+    np.savez(tmp_path / "mnist.npz", **mnist_like(n_train=67))  # 4 batches of 16, then 3
+    cfg = mnist_config(tmp_path)
+    x, y = load_splits(cfg).train
+    assert [data.examples_per_epoch(67, 16, k) for k in (1, 2, 3, 4)] == [67, 66, 67, 64]
+    whole = batches(make_dataset(x, y, cfg, training=True, pipeline=pipeline), 10)
+    for devices, last in ((2, 2), (4, None)):
+        used = data.examples_per_epoch(67, 16, devices)
+        steps = data.steps_per_epoch(used, 16)
+        stream = batches(make_dataset(x, y, cfg, training=True, pipeline=pipeline, multiple=devices), 2 * steps)
+        assert [len(b[1]) for b in stream] == ([16] * 4 + ([last] if last else [])) * 2
+        for epoch, start in ((0, 0), (1, 5)):  # the single-device epoch, less its last few examples
+            expected = np.concatenate([b[1] for b in whole[start:start + 5]])[:used]
+            np.testing.assert_array_equal(np.concatenate([b[1] for b in stream[epoch * steps:(epoch + 1) * steps]]),
+                                          expected)
+
+
 @pytest.mark.any_backend
 def test_numpy_evaluation_pass_is_in_order_unshifted_and_reiterable(tmp_path):
     np.savez(tmp_path / "mnist.npz", **mnist_like())
