@@ -67,12 +67,21 @@ def trace_predictions(predictions, iterations):
     return {k: np.concatenate([s[k] for s in states], axis=axis[k]) for k in states[0]}
 
 
+def _images(model, images):
+    """``images`` (an array, tensor or nested list) as a float32 tensor, after the checks the
+    model's ``predict`` makes: shape, a float dtype, no NaN/inf, values in [0, 1]. A trace of
+    8-bit pixels or NaN images would otherwise be plotted as if it were the model's."""
+    images = np.asarray(ops.convert_to_numpy(images) if ops.is_tensor(images) else images)
+    model._check_values(images, empty_ok=True)
+    return ops.convert_to_tensor(images.astype("float32"))
+
+
 def _layer_inputs(model, images, layer):
     """The input capsules of capsule layer ``layer`` of a CapsNet for ``images``."""
     layers = model.capsule_layers
     if not -len(layers) <= layer < len(layers):
         raise ValueError(f"layer {layer} out of range: the model has {len(layers)} capsule layer(s)")
-    caps = model.capsules(ops.convert_to_tensor(np.asarray(images, dtype="float32")))
+    caps = model.capsules(_images(model, images))
     index = layer % len(layers)
     return layers[index], caps[index]
 
@@ -191,8 +200,12 @@ def polarization(state):
 def top_couplings(state, labels, top=50):
     """The ``top`` largest final couplings c_ij into each example's correct class capsule j."""
     top = check_count("top_couplings: top", top)
+    from capszoo.models import check_labels
+
     final = state["couplings"][-1]  # (batch, n_in, n_out)
-    labels = np.asarray(labels).astype(int)
+    labels = check_labels(np.asarray(labels), final.shape[-1], "top_couplings")  # -1 picked the last class
+    if len(labels) != len(final):
+        raise ValueError(f"top_couplings: {len(labels)} labels for a routing state of {len(final)} images")
     into_label = final[np.arange(len(labels)), :, labels]  # (batch, n_in)
     top = min(top, into_label.shape[1])
     return np.sort(into_label, axis=1)[:, -top:]
@@ -227,8 +240,12 @@ def conv_gradient(model, images, labels, loss=None):
     def loss(y, outputs):
         return margin(y, outputs["class_scores"] if isinstance(outputs, dict) else outputs)
 
-    images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
-    labels = ops.convert_to_tensor(np.asarray(labels).astype("int32"))
+    from capszoo.models import check_labels
+
+    images = _images(model, images)
+    labels = ops.convert_to_tensor(check_labels(np.asarray(labels), model.model_config.num_classes, model.name))
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{model.name}: {images.shape[0]} images but {labels.shape[0]} labels")
     kernel = model.conv.kernel
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -320,7 +337,7 @@ def activity(model, images):
     """What a CapsNet's forward pass looks like on ``images``: ``relu_active``, the share of the
     first convolution's outputs that are positive (0: every ReLU dead, so no gradient reaches the
     convolution), and the class-capsule lengths' ``length_mean`` and ``length_max``."""
-    images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
+    images = _images(model, images)
     capsules = model.capsules(images)
     features = _np(model.conv(images))
     lengths = np.linalg.norm(_np(capsules[-1]).astype("float64"), axis=-1)

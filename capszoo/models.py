@@ -263,6 +263,7 @@ class CapsNet(keras.Model):
         With ``return_routing_state=True`` also the per-layer routing states (see the routing
         strategies), for the analysis tools: ``(capsules, states)``.
         """
+        self._check_values(images, tensors=False, empty_ok=True)  # NumPy arrays: a trace has tensors
         images = self._check_images(images)
         caps = [self.primary(convolve(self.conv, images))]  # convolve: see it for empty batches
         states = []

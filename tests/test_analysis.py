@@ -90,6 +90,46 @@ def test_empty_sizes_are_refused_not_routed_to_nan_or_a_deep_error(call, message
         call()
 
 
+ANALYSES = {
+    "model_trace": lambda model, x, y: analysis.model_trace(model, x, iterations=2),
+    "activity": lambda model, x, y: analysis.activity(model, x),
+    "conv_gradient": lambda model, x, y: analysis.conv_gradient(model, x, y),
+    "capsules": lambda model, x, y: model.capsules(x),
+}
+
+
+@pytest.mark.parametrize("analyse", ANALYSES)
+@pytest.mark.parametrize("bad, message", [
+    ((images(2) * 255).astype("uint8"), r"tiny expects float images scaled to \[0, 1\], got dtype uint8"),
+    (images(2) * 255, r"tiny: images must be scaled to \[0, 1\], got values in"),
+    (np.full((2, 12, 12, 1), np.nan, "float32"), "tiny: images contain NaN or inf values"),
+    (np.zeros((2, 14, 14, 1), "float32"), r"tiny expects images of shape \(batch, 12, 12, 1\)"),
+], ids=["uint8", "255", "nan", "shape"])
+def test_analyses_refuse_the_images_predict_refuses(analyse, bad, message):
+    # The traces, activity and gradient cast any array to float32 first: 8-bit pixels and NaN
+    # images were traced and plotted as the model's.
+    model = CapsNet2(**TINY, routing="dynamic", name="tiny")
+    with pytest.raises(ValueError, match=message):
+        ANALYSES[analyse](model, bad, np.zeros(2, "int32"))
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0, 3], r"tiny: labels must be class ids in \[0, 3\), got values in \[0, 3\]"),
+    ([0, -1], r"got values in \[-1, 0\]"),
+    ([0, 1, 2], "tiny: 2 images but 3 labels"),
+])
+def test_conv_gradient_and_top_couplings_refuse_labels_outside_the_classes(labels, message):
+    # An id outside the classes was an all-zero margin target (conv_gradient) or, for -1, the
+    # last class's couplings (top_couplings), without a word.
+    model = CapsNet2(**TINY, routing="dynamic", name="tiny")
+    with pytest.raises(ValueError, match=message):
+        analysis.conv_gradient(model, images(2), np.array(labels))
+    state = analysis.model_trace(model, images(2), iterations=2)
+    with pytest.raises(ValueError, match=message.replace("tiny", "top_couplings").replace(
+            "top_couplings: 2 images but 3 labels", "top_couplings: 3 labels for a routing state of 2 images")):
+        analysis.top_couplings(state, labels)
+
+
 def test_conv_gradient_agrees_with_a_finite_difference():
     import keras
 
