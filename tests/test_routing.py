@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -175,14 +177,24 @@ def test_registry_resolves_names_dicts_and_instances():
         get_routing("uniform", iterations=3)
 
 
-def test_a_new_routing_plugs_into_the_layer_without_changing_it():
-    @register_routing("test_mean")
+@contextlib.contextmanager
+def mean_routing(name):
+    """A routing of one's own, registered as ``name`` inside the block (a new class each time)."""
+
     class MeanRouting(RoutingStrategy):
         def route(self, inputs, kernel, return_state):
             v = squash(ops.mean(predictions(inputs, kernel), axis=1))
             return (v, {"outputs": v[None]}) if return_state else v
 
+    register_routing(name)(MeanRouting)
     try:
+        yield MeanRouting
+    finally:
+        del _REGISTRY[name]
+
+
+def test_a_new_routing_plugs_into_the_layer_without_changing_it():
+    with mean_routing("test_mean") as MeanRouting:
         u, W = random_capsules(np.random.default_rng(2), 2, 5, 3, 4, 2)
         layer = CapsuleLayer(4, 2, routing="test_mean")
         layer.build(u.shape)
@@ -190,8 +202,6 @@ def test_a_new_routing_plugs_into_the_layer_without_changing_it():
         expected = reference.squash(reference.predictions(u.astype("float64"), W.astype("float64")).mean(1))
         np.testing.assert_allclose(to_numpy(layer(u)), expected, **TOL)
         assert CapsuleLayer.from_config(layer.get_config()).routing == MeanRouting()
-    finally:
-        del _REGISTRY["test_mean"]
 
 
 def test_a_saved_model_with_a_routing_of_ones_own_loads_once_it_is_registered(tmp_path):
@@ -199,26 +209,15 @@ def test_a_saved_model_with_a_routing_of_ones_own_loads_once_it_is_registered(tm
 
     from capszoo.models import CapsNet2
 
-    @register_routing("test_sum")
-    class SumRouting(RoutingStrategy):
-        def route(self, inputs, kernel, return_state):
-            v = squash(ops.sum(predictions(inputs, kernel), axis=1))
-            return (v, {"outputs": v[None]}) if return_state else v
-
-    try:
+    with mean_routing("test_own"):
         model = CapsNet2(input_shape=(12, 12, 1), conv_filters=4, conv_kernel_size=3, primary_types=2,
-                         primary_dim=4, primary_kernel_size=3, routing="test_sum")
+                         primary_dim=4, primary_kernel_size=3, routing="test_own")
         model.save(tmp_path / "m.keras")
-    finally:
-        del _REGISTRY["test_sum"]
-    # A fresh process, where the class was never defined: the error says what to do.
-    with pytest.raises(ValueError, match=r"unknown routing 'test_sum'; available: .*register_routing\('test_sum'\)"
+    # As in a fresh process, where the class was never defined: the error says what to do.
+    with pytest.raises(ValueError, match=r"unknown routing 'test_own'; available: .*register_routing\('test_own'\)"
                                          r".* before a model that uses it is built or loaded"):
         keras.saving.load_model(tmp_path / "m.keras")
-    register_routing("test_sum")(SumRouting)
-    try:
+    with mean_routing("test_own"):
         x = np.random.default_rng(0).uniform(size=(2, 12, 12, 1)).astype("float32")
         loaded = keras.saving.load_model(tmp_path / "m.keras")
         np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), **TOL)
-    finally:
-        del _REGISTRY["test_sum"]
