@@ -425,7 +425,10 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
             none yet); ``out_dir`` must exist. Without it a folder that already holds checkpoints
             is refused.
         distribute: ``None``, ``"mirrored"`` (all local devices) or ``"multi_worker"``
-            (``TF_CONFIG``), TensorFlow backend.
+            (``TF_CONFIG``), TensorFlow backend. On JAX, set ``keras.distribution.DataParallel()``
+            before the call instead: batches are split over its devices (the batch size must
+            divide by their count; an epoch's last batch loses what does not split) and the
+            validation and test splits are evaluated whole, on one device.
         time_limit: seconds of training after which no further epoch is started (see
             :class:`TimeLimit`). The run then ends early but complete: weights saved, test split
             evaluated, ``metrics["epochs"]`` the epochs actually trained and
