@@ -35,14 +35,30 @@ def cmd_demo(args):
                           "correct": np.bincount(y_test[predicted == y_test], minlength=10)})
     table["accuracy"] = (table["correct"] / table["examples"]).round(4)
     print(table.to_string(index=False))
-    shown = min(args.images, len(y_test))
-    print(f"\nfirst {shown} test images: label, prediction, score (class-capsule length)")
-    for k in range(shown):
-        print(f"  {y_test[k]}  ->  {predicted[k]}  {scores[k, predicted[k]]:.3f}")
+    shown = demo_examples(y_test, predicted, args.images)
+    print(f"\n{len(shown)} test images (the first of each class, then the mistakes): label, prediction, "
+          "score (class-capsule length)")
+    for k in shown:
+        wrong = "   wrong" if predicted[k] != y_test[k] else ""
+        print(f"  #{k:<4} {y_test[k]}  ->  {predicted[k]}  {scores[k, predicted[k]]:.3f}{wrong}")
     out = _figure_path(args.out, "capszoo-demo.png")
-    _demo_figure(x_test[:shown], y_test[:shown], scores[:shown], out)
+    _demo_figure(x_test[shown], y_test[shown], scores[shown], out)
     print(f"\nwrote {out}")
     return 0
+
+
+def demo_examples(labels, predicted, count):
+    """Which test images the demo shows, at most ``count``: the first of each class in class
+    order, and the misclassified ones (up to half the places, the first ones in the split),
+    last. The split's first images were five 6s and two 2s in eight, and showed no mistake."""
+    import numpy as np
+
+    count = min(count, len(labels))
+    mistakes = np.flatnonzero(predicted != labels)[:count // 2]
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+    rest = [k for k in firsts + list(range(len(labels))) if k not in set(mistakes)]
+    chosen = list(dict.fromkeys(rest))[:count - len(mistakes)]  # dict: in order, each once
+    return np.array(chosen + [int(k) for k in mistakes], dtype=int)
 
 
 def _figure_path(out, default_name):
@@ -75,9 +91,13 @@ def _demo_figure(images, labels, scores, path):
     fig, axes = plt.subplots(2, len(images), figsize=(1.9 * len(images), 4.2), squeeze=False)
     for k, (image, label, row) in enumerate(zip(images, labels, scores, strict=True)):
         axes[0, k].imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
-        axes[0, k].set_title(f"label {label}, pred {row.argmax()}", fontsize=8)
+        wrong = row.argmax() != label
+        axes[0, k].set_title(f"label {label}, pred {row.argmax()}" + (" (wrong)" if wrong else ""), fontsize=8,
+                             color="tab:red" if wrong else "black")
         axes[0, k].axis("off")
-        colours = ["tab:green" if c == row.argmax() else "tab:gray" for c in range(len(row))]
+        # green: the true class; red: a wrong prediction
+        colours = ["tab:green" if c == label else "tab:red" if c == row.argmax() else "tab:gray"
+                   for c in range(len(row))]
         axes[1, k].barh(range(len(row)), row, color=colours)
         axes[1, k].set_xlim(0, 1)
         axes[1, k].set_yticks(range(len(row)))

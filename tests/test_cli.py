@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from capszoo.cli import main
+from capszoo.cli import demo_examples, main
 
 
 def test_help_on_every_command_and_unknown_command():
@@ -356,3 +356,15 @@ def test_a_reader_that_goes_away_stops_the_command_quietly():
     _, err = listing.communicate(timeout=300)
     ours = [line for line in err.decode().splitlines() if "capszoo" in line or "Broken" in line or "Exception" in line]
     assert listing.returncode == 141 and ours == []
+
+
+def test_the_demo_shows_the_first_image_of_each_class_then_the_mistakes():
+    import numpy as np
+
+    labels = np.array([6, 6, 2, 6, 0, 1, 2, 1, 0, 6])
+    predicted = labels.copy()
+    predicted[[3, 7, 9]] = 0  # three mistakes
+    assert demo_examples(labels, labels, 8).tolist() == [4, 5, 2, 0, 1, 3, 6, 7]  # 0, 1, 2, 6, then in order
+    assert demo_examples(labels, predicted, 5).tolist() == [4, 5, 2, 3, 7]  # at most half are mistakes
+    assert demo_examples(labels, predicted, 8).tolist() == [4, 5, 2, 0, 1, 3, 7, 9]
+    assert demo_examples(labels, predicted, 50).tolist() == [4, 5, 2, 0, 1, 6, 8, 3, 7, 9]
