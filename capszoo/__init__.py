@@ -7,8 +7,16 @@ try:  # first, so that a backend that cannot be imported is named, not met deep 
 except (ImportError, ValueError) as err:  # KERAS_BACKEND (or keras.json) names a missing or unknown backend
     _where = (f"KERAS_BACKEND={_os.environ['KERAS_BACKEND']}" if _os.environ.get("KERAS_BACKEND")
               else "the backend in Keras' keras.json (KERAS_BACKEND is unset)")
-    raise ImportError(f"capszoo cannot import Keras with {_where}: {err}. Install that backend or set "
-                      "KERAS_BACKEND to one that is installed: tensorflow, jax or torch") from None
+    _message = (f"cannot import Keras with {_where}: {err}. Install that backend or set "
+                "KERAS_BACKEND to one that is installed: tensorflow, jax or torch")
+    import sys as _sys
+
+    # The `capszoo` command (or `python -m capszoo`, whose argv[0] is "-m" while the package
+    # loads) imports this package before its main() runs: give it the CLI's one line, not a traceback.
+    if _os.path.basename(_sys.argv[0] if _sys.argv else "") in ("capszoo", "capszoo.exe", "-m"):
+        _sys.stderr.write(f"capszoo: error: {_message}\n")
+        raise SystemExit(2) from None
+    raise ImportError(f"capszoo {_message}") from None
 
 from capszoo import layers, ops, routing
 from capszoo.config import ModelConfig

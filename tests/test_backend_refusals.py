@@ -73,3 +73,23 @@ def test_a_backend_that_cannot_be_imported_is_named_at_import(backend, blocked, 
     assert last.startswith(f"ImportError: capszoo cannot import Keras with KERAS_BACKEND={backend}: {cause}")
     assert last.endswith(". Install that backend or set KERAS_BACKEND to one that is installed: tensorflow, jax or "
                          "torch")
+
+
+def test_the_command_names_a_backend_that_cannot_be_imported_in_one_line():
+    # The console script imports the package before main() runs, so the ImportError above came
+    # under Python's traceback; the command now gives the CLI's one line and status 2.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("capszoo")
+    commands = [[sys.executable, "-m", "capszoo", "list"]] + ([[str(script), "list"]] if script.is_file() else [])
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "KERAS_BACKEND": "notabackend"})
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines() == [
+            "capszoo: error: cannot import Keras with KERAS_BACKEND=notabackend: Unable to import backend : "
+            "notabackend. Install that backend or set KERAS_BACKEND to one that is installed: tensorflow, jax or torch"]
+        assert done.stdout == ""
