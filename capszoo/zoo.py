@@ -185,9 +185,13 @@ def _zoo_weights(name, card):
     if path is None and card.get("url"):
         path = Path(_fetch(card["url"], f"{name}-{expected[:12]}.weights.h5"))
     elif path is None:
+        user = _user_weights_dir()
+        unusable = (f"; ${ENV_WEIGHTS_DIR} is set to {user}, which is not a folder"
+                    if user is not None and not user.is_dir() else "")
         raise ValueError(
             f"zoo entry {name!r} is trained ({card['test_accuracy']:.2%} test accuracy on its card) but its weights "
-            f"are not on this machine (looked for {', '.join(map(str, candidates))}) and its card has no url: a "
+            f"are not on this machine (looked for {', '.join(map(str, candidates))}{unusable}) and its card has no "
+            "url: a "
             f"pip-installed capszoo holds only the demo's weights. Put {WEIGHTS_FILE} (sha256 {expected[:16]}...), "
             f"from saved_models/{name}/ of the capszoo repository, in ${ENV_WEIGHTS_DIR}/{name}/, or pass "
             f"weights=PATH_OR_URL")

@@ -110,6 +110,12 @@ def test_an_installed_wheel_knows_every_trained_entry_and_where_its_weights_go(m
             f"(sha256 {card['weights_sha256'][:16]}...), from saved_models/dra-digits/ of the capszoo repository, "
             f"in $CAPSZOO_WEIGHTS_DIR/dra-digits/, or pass weights=PATH_OR_URL")):
         capszoo.load("dra-digits")
+    # a $CAPSZOO_WEIGHTS_DIR that is no folder (misspelt, or the weights file itself) is named
+    for unusable in (tmp_path / "no-such-folder", tmp_path / "bundle" / "ara-digits" / zoo.WEIGHTS_FILE):
+        monkeypatch.setenv(zoo.ENV_WEIGHTS_DIR, str(unusable))
+        with pytest.raises(ValueError, match=re.escape(f"; $CAPSZOO_WEIGHTS_DIR is set to {unusable}, which is not a "
+                                                       "folder) and its card has no url")):
+            capszoo.load("dra-digits")
     # the weights file alone in $CAPSZOO_WEIGHTS_DIR/NAME/ is checked against the bundled card
     monkeypatch.setenv(zoo.ENV_WEIGHTS_DIR, str(tmp_path / "downloads"))
     (tmp_path / "downloads" / "dra-digits").mkdir(parents=True)
