@@ -9,11 +9,11 @@ import sys
 
 def cmd_demo(args):
     import numpy as np
-    import pandas as pd
 
     from capszoo import zoo
     from capszoo.config import load_config
     from capszoo.data import class_names, load_splits, scale_and_resize_numpy
+    from capszoo.training import class_table
 
     name = "ara-digits"
     config = load_config(name)
@@ -30,11 +30,7 @@ def cmd_demo(args):
           f"trained {zoo.trained_how(card)}")
     print(f"\ntest accuracy on the {len(y_test)} held-out scikit-learn digits: {accuracy:.4f} "
           f"(card: {card['test_accuracy']:.4f})\n")
-    table = pd.DataFrame({"class": class_names(config),
-                          "examples": np.bincount(y_test, minlength=10),
-                          "correct": np.bincount(y_test[predicted == y_test], minlength=10)})
-    table["accuracy"] = (table["correct"] / table["examples"]).round(4)
-    print(table.to_string(index=False))
+    print(class_table(y_test, predicted, class_names(config)).to_string(index=False))
     shown = demo_examples(y_test, predicted, args.images)
     print(f"\n{len(shown)} test images (the first of each class, then the mistakes): label, prediction, "
           "score (class-capsule length)")
@@ -298,8 +294,12 @@ def cmd_eval(args):
     from capszoo.training import evaluate
 
     model, config = load_trained(args.model, weights=args.weights)
-    result = evaluate(model, config, data_dir=args.data_dir, split=args.split)
+    result = evaluate(model, config, data_dir=args.data_dir, split=args.split, per_class=args.per_class)
+    table = result.pop("per_class", None)
     print(json.dumps({"model": str(args.model), "dataset": config.data.dataset, **result}))
+    if table is not None:
+        print()
+        print(table.to_string(index=False))
     return 0
 
 
@@ -517,6 +517,8 @@ def build_parser():
     evaluate.add_argument("--weights", help=WEIGHTS_HELP)
     evaluate.add_argument("--data-dir", help="offline folder of .npz datasets")
     evaluate.add_argument("--split", choices=["test", "validation"], default="test")
+    evaluate.add_argument("--per-class", action="store_true",
+                          help="also print each class's accuracy and the class it is most confused with")
     evaluate.set_defaults(func=cmd_eval)
 
     predict = commands.add_parser("predict", help="classify image files",

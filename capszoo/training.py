@@ -33,7 +33,14 @@ import keras
 import numpy as np
 
 from capszoo.config import DATA_LOCATION_FIELDS, Config, load_config, zoo_entry_config
-from capszoo.data import default_pipeline, examples_per_epoch, load_splits, make_dataset, steps_per_epoch
+from capszoo.data import (
+    class_names,
+    default_pipeline,
+    examples_per_epoch,
+    load_splits,
+    make_dataset,
+    steps_per_epoch,
+)
 from capszoo.models import CapsNet, check_image_values
 from capszoo.ops import ClassAccuracy, MarginLoss
 from capszoo.runs import EARLIER_METRICS, METRICS_FILE, RUN_ACCOUNT, archive_metrics
@@ -553,19 +560,44 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     return model, metrics
 
 
-def evaluate(model, config=None, data_dir=None, split="test", splits=None):
+def evaluate(model, config=None, data_dir=None, split="test", splits=None, per_class=False):
     """Accuracy and loss of ``model`` on a split of ``config``'s dataset (``test`` or ``validation``);
-    without ``config``, the dataset of the zoo entry ``capszoo.load`` gave the model."""
+    without ``config``, the dataset of the zoo entry ``capszoo.load`` gave the model.
+    ``per_class=True`` adds ``per_class``, the :func:`class_table` of the split (one more pass)."""
     config = load_config(model if config is None else config).with_overrides(data_dir=data_dir)
     splits = splits or load_splits(config)
     arrays = splits.named(split)
     if not model.compiled:
         compile_model(model, config)
+    dataset = make_dataset(*arrays, config, training=False)
     with undistributed():
-        results = model.evaluate(make_dataset(*arrays, config, training=False), verbose=0, return_dict=True)
+        results = model.evaluate(dataset, verbose=0, return_dict=True)
+        scores = model.predict(dataset, verbose=0) if per_class else None
     accuracy = next(v for k, v in results.items() if k == "accuracy" or k.endswith("_accuracy"))
-    return {"accuracy": float(accuracy), "loss": float(results["loss"]), "examples": int(len(arrays[1])),
-            "split": split}
+    result = {"accuracy": float(accuracy), "loss": float(results["loss"]), "examples": int(len(arrays[1])),
+              "split": split}
+    if per_class:
+        scores = scores["class_scores"] if isinstance(scores, dict) else scores
+        result["per_class"] = class_table(arrays[1], np.asarray(scores).argmax(axis=1), class_names(config))
+    return result
+
+
+def class_table(labels, predicted, names):
+    """A pandas table with a row per class: ``class`` (its name), ``examples``, ``correct``,
+    ``accuracy``, and ``confused_with``, the class most often predicted instead and how often
+    (``"Shirt (95)"``), empty where none was."""
+    import pandas as pd
+
+    labels, predicted = np.asarray(labels).astype(int), np.asarray(predicted).astype(int)
+    classes = len(names)
+    confusion = np.zeros((classes, classes), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)
+    examples, correct = confusion.sum(axis=1), np.diag(confusion)
+    wrong = confusion - np.diag(correct)
+    confused = [f"{names[row.argmax()]} ({row.max()})" if row.max() else "" for row in wrong]
+    accuracy = np.where(examples > 0, correct / np.maximum(examples, 1), np.nan)  # NaN: no example
+    return pd.DataFrame({"class": list(names), "examples": examples, "correct": correct,
+                         "accuracy": accuracy.round(4), "confused_with": confused})
 
 
 def predict_scores(model, images):

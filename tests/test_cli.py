@@ -37,6 +37,14 @@ def test_train_eval_predict_round_trip(tiny_config_path, tmp_path, capsys):
     assert main(["eval", str(run)]) == 0
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["accuracy"] == trained["test_accuracy"] and evaluated["examples"] == 359
+    # --per-class: the same JSON line first, then a row per class whose counts add up to it
+    assert main(["eval", str(run), "--per-class"]) == 0
+    first, blank, header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(first) == evaluated and blank == "" and header.split() == [
+        "class", "examples", "correct", "accuracy", "confused_with"]
+    counts = np.array([[int(v) for v in row.split()[1:3]] for row in rows])
+    assert len(rows) == 10 and counts[:, 0].sum() == 359
+    assert counts[:, 1].sum() / 359 == pytest.approx(evaluated["accuracy"], abs=1e-6)
     image = tmp_path / "digit.png"
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(image)
     assert main(["predict", str(run), str(image)]) == 0

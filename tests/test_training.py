@@ -17,7 +17,16 @@ import pytest
 from capszoo.cli import main
 from capszoo.config import load_config
 from capszoo.runs import load_trained
-from capszoo.training import NanGuard, TrainingError, evaluate, hardware, learning_rate, train, versions
+from capszoo.training import (
+    NanGuard,
+    TrainingError,
+    class_table,
+    evaluate,
+    hardware,
+    learning_rate,
+    train,
+    versions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -337,3 +346,15 @@ def test_hardware_lists_the_active_backends_gpus(monkeypatch):
         expected = ["/physical_device:GPU:0"]
     assert hardware()["accelerators"] == expected
     assert hardware()["cpu_count"] >= 1
+
+
+@pytest.mark.any_backend
+def test_class_table_counts_by_hand():
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    predicted = [0, 1, 2, 1, 1, 0, 0, 1, 2]
+    table = class_table(labels, predicted, ["cat", "dog", "ant", "eel"])
+    assert table["class"].tolist() == ["cat", "dog", "ant", "eel"]
+    assert table["examples"].tolist() == [3, 2, 4, 0] and table["correct"].tolist() == [1, 2, 1, 0]
+    np.testing.assert_allclose(table["accuracy"].tolist(), [0.3333, 1.0, 0.25, np.nan])
+    # cat: one each to dog and ant (a tie goes to the lower id); ant: two to cat, one to dog
+    assert table["confused_with"].tolist() == ["dog (1)", "", "cat (2)", ""]
