@@ -254,6 +254,9 @@ def cmd_analyze(args):
             raise ValueError("analyze gradients needs MODEL: a config, zoo name or run folder (its data, widths)")
         config = load_config(args.model).with_overrides(data_dir=args.data_dir)
         images, labels = sample(config, args.images)
+        print(f"{args.model}: the first convolution's gradient on {_counted(images, args.images, config)}, "
+              f"CapsNet depths {', '.join(map(str, args.depths))} x routings {', '.join(args.routings)}, seed "
+              f"{args.seed}")
         frame, grads = analysis.gradients(config, images, labels, depths=args.depths, routings=args.routings,
                                           seed=args.seed)
         figure = analysis.plot_gradients(frame, grads, out / "gradients.png")
@@ -262,6 +265,8 @@ def cmd_analyze(args):
         if kind == "energy" and args.random:
             predictions = analysis.random_predictions(args.images, args.inputs, args.outputs, args.dim, args.seed)
             state = analysis.trace_predictions(predictions, iterations)
+            print(f"random predictions: {args.images} example(s), {args.inputs} -> {args.outputs} capsules of "
+                  f"dimension {args.dim}, seed {args.seed}; dynamic routing, {iterations} iterations")
         else:
             if not args.model:
                 raise ValueError(f"analyze {kind} needs MODEL (a run folder or trained zoo entry)"
@@ -271,6 +276,11 @@ def cmd_analyze(args):
             model, config = load_trained(args.model, weights=args.weights)
             images, labels = sample(config.with_overrides(data_dir=args.data_dir), args.images)
             state = analysis.model_trace(model, images, iterations, args.layer)
+            layers = len(model.capsule_layers)
+            n_in, n_out = state["couplings"].shape[2:]
+            print(f"{args.model}: dynamic routing traced for {iterations} iterations on capsule layer "
+                  f"{args.layer % layers + 1} of {layers} ({n_in} -> {n_out} capsules, trained with "
+                  f"{config.model.routing} routing), {_counted(images, args.images, config)}")
         if kind == "energy":
             frame = analysis.energy(state)
             figure = analysis.plot_energy(frame, out / "energy.png")
@@ -285,6 +295,12 @@ def cmd_analyze(args):
     print(summary.to_string(index=False))
     print(f"wrote {figure} and {out / f'{kind}.csv'}")
     return 0
+
+
+def _counted(images, asked, config):
+    """'N test images of DATASET', saying so when the split held fewer than asked for."""
+    fewer = f" (all the split holds; {asked} asked for)" if len(images) < asked else ""
+    return f"{len(images)} test images of {config.data.dataset}{fewer}"
 
 
 def cmd_eval(args):

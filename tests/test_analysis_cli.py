@@ -26,14 +26,22 @@ def _check_figure(fig):
     assert all(ax.get_legend() is not None for ax in axes)
 
 
-@pytest.mark.parametrize("argv", [
-    ["energy", "--random", "--images", "2", "--iterations", "6"],
-    ["distribution", "--inputs", "20", "--iterations", "8"],
-    ["couplings", "RUN", "--images", "8"],
-    ["energy", "RUN", "--images", "4", "--iterations", "5"],
-    ["gradients", "CONFIG", "--images", "4", "--depths", "2", "3"],
+@pytest.mark.parametrize("argv, said", [
+    (["energy", "--random", "--images", "2", "--iterations", "6"],
+     "random predictions: 2 example(s), 64 -> 3 capsules of dimension 8, seed 0; dynamic routing, 6 iterations"),
+    (["distribution", "--inputs", "20", "--iterations", "8"], None),
+    (["couplings", "RUN", "--images", "8"],
+     "RUN: dynamic routing traced for 3 iterations on capsule layer 1 of 1 (64 -> 10 capsules, trained "
+     "with adaptive_lambda routing), 8 test images of digits"),
+    (["energy", "RUN", "--images", "400", "--iterations", "5"],  # the digits test split holds 359
+     "RUN: dynamic routing traced for 5 iterations on capsule layer 1 of 1 (64 -> 10 capsules, trained "
+     "with adaptive_lambda routing), 359 test images of digits (all the split holds; 400 asked for)"),
+    (["gradients", "CONFIG", "--images", "4", "--depths", "2", "3"],
+     "RUN: the first convolution's gradient on 4 test images of digits, CapsNet depths 2, 3 x routings "
+     "dynamic, adaptive_lambda, seed 0"),
 ])
-def test_each_analyze_command_writes_a_labelled_png_and_a_csv(argv, tmp_path, tiny_config_path, figures, capsys):
+def test_each_analyze_command_writes_a_labelled_png_and_a_csv(argv, said, tmp_path, tiny_config_path, figures,
+                                                               capsys):
     from capszoo.cli import main
 
     if "RUN" in argv or "CONFIG" in argv:
@@ -51,7 +59,10 @@ def test_each_analyze_command_writes_a_labelled_png_and_a_csv(argv, tmp_path, ti
     kind = argv[0]
     assert (out / f"{kind}.png").stat().st_size > 1000
     frame = pd.read_csv(out / f"{kind}.csv")
-    assert len(frame) > 0 and f"wrote {out / (kind + '.png')}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert len(frame) > 0 and f"wrote {out / (kind + '.png')}" in printed
+    if said:  # what was traced, on what: the CSV and the figure do not say
+        assert printed.splitlines()[0] == said.replace("RUN", str(tmp_path / "run"))
     assert len(figures) == 1
     _check_figure(figures[0])
 
