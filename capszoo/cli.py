@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -572,12 +573,36 @@ def build_parser():
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command):
+    """capszoo's own warnings (:class:`capszoo.zoo.ZooWarning`) as one line on stderr, like its
+    errors, not Python's "FILE:LINE: ZooWarning:" and the source line; others as Python shows them."""
+    import warnings
+
+    from capszoo.zoo import ZooWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ZooWarning):
+            print(f"capszoo {command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from capszoo.training import TrainingError
 
     try:
-        status = args.func(args)
+        with _one_line_warnings(args.command):
+            status = args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is met inside this try, not at exit
         return status
     except BrokenPipeError:  # `capszoo list | head -1`: the reader has gone; stop quietly, as `ls | head` does

@@ -211,6 +211,10 @@ def load_trained(spec, weights=None):
             raise zoo.untrained(spec, ", or pass --weights FILE")
         return zoo.load(spec), config
     model = load_weights_checked(build_model(config, compile=False), weights)
+    if zoo_entry_file(spec) is not None:  # an entry's name with --weights: another entry's file?
+        from capszoo.zoo import warn_if_another_entrys
+
+        warn_if_another_entrys(config.name, weights, weights)
     return compile_model(model, config), config
 
 

@@ -311,7 +311,38 @@ def load(name, weights="zoo", compile=True, sha256=None):
     if pin is not None:
         _check_pinned(name, weights, path, card["weights_sha256"] if weights == "zoo" else None, pin)
     load_weights_checked(model, path)
+    if weights != "zoo":
+        warn_if_another_entrys(name, weights, path)
     return compile_model(model, config) if compile else model
+
+
+class ZooWarning(UserWarning):
+    """Something about the weights a zoo model got that is allowed but likely a mistake (the
+    ``capszoo`` command prints it as one line)."""
+
+
+def warn_if_another_entrys(name, given, path):
+    """Warn when the weights given for ``name`` are another entry's published ones: entries of
+    one architecture (ara-, dra- and uniform-digits, say) load each other's files without an
+    error, and the model then routes with weights trained for another routing. A deliberate warm
+    start across routings stays possible; a wrong file no longer goes unnoticed."""
+    import warnings
+
+    if Path(path).stat().st_size > 400 << 20:  # the zoo's largest (CapsNet4 on 32x32) is ~300 MB
+        return
+    digest = sha256_file(path)
+    for other in zoo_names():
+        if other == name:
+            continue
+        try:
+            card = read_card(other)
+        except ValueError:  # a damaged card is that entry's problem, reported where it is read
+            continue
+        if card is not None and card["weights_sha256"] == digest:
+            warnings.warn(f"the weights given for {name!r} ({given}) are the published weights of {other!r}, "
+                          f"trained with its routing and recipe (that model loads by its own name, {other!r})",
+                          ZooWarning, stacklevel=3)
+            return
 
 
 def _training_time(runs, metrics):

@@ -742,3 +742,20 @@ def test_class_names_name_the_ids_a_loaded_model_predicts(tmp_path):
     assert len(capszoo.class_names("ara-digits")) == model.output_shape[-1]
     with pytest.raises(ValueError, match="unknown model or config 'ara-fashon-mnist'.*did you mean ara-fashion-mnist"):
         capszoo.class_names("ara-fashon-mnist")
+
+
+def test_another_entrys_published_weights_load_with_a_warning(capsys):
+    # ara-, dra- and uniform-digits share one architecture: each loaded the others' files without
+    # a word, and the model then routed with weights trained for another routing.
+    import warnings
+
+    theirs = zoo.source_saved_models() / "ara-digits" / zoo.WEIGHTS_FILE
+    message = (f"the weights given for 'dra-digits' ({theirs}) are the published weights of 'ara-digits', trained "
+               "with its routing and recipe (that model loads by its own name, 'ara-digits')")
+    with pytest.warns(zoo.ZooWarning, match=re.escape(message)):
+        capszoo.load("dra-digits", weights=theirs, compile=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an entry's own file: no warning
+        capszoo.load("ara-digits", weights=theirs, compile=False)
+    assert main(["eval", "dra-digits", "--weights", str(theirs)]) == 0
+    assert capsys.readouterr().err.splitlines() == [f"capszoo eval: warning: {message}"]
