@@ -82,8 +82,8 @@ def _list_as_array(value, what, owner):
         raise ValueError(f"{owner}: {what} given as a list must all have one shape") from None
 
 
-def _is_array(value):
-    return isinstance(value, np.ndarray) or ops.is_tensor(value)
+def _is_array(value, tensors=True):
+    return isinstance(value, np.ndarray) or (tensors and ops.is_tensor(value))
 
 
 @keras.saving.register_keras_serializable(package="capszoo")
@@ -211,27 +211,29 @@ class CapsNet(keras.Model):
         self._check_values(inputs, tensors=False, empty_ok=True)
         return super().__call__(inputs, *args, **kwargs)
 
-    def _check_labels(self, x, y):
+    def _check_labels(self, x, y, tensors=True):
         """``(x, y)`` with every label array among them checked and made class ids; the caller's
-        dicts are not changed."""
+        dicts are not changed. ``tensors=False``: NumPy arrays only."""
         def checked(labels):
             return check_labels(ops.convert_to_numpy(labels), self.model_config.num_classes, self.name)
 
-        if isinstance(x, dict) and _is_array(x.get("labels")):
+        if isinstance(x, dict) and _is_array(x.get("labels"), tensors):
             x = {**x, "labels": checked(x["labels"])}
-        if isinstance(y, dict) and _is_array(y.get("class_scores")):
+        if isinstance(y, dict) and _is_array(y.get("class_scores"), tensors):
             y = {**y, "class_scores": checked(y["class_scores"])}
-        elif _is_array(y):
+        elif _is_array(y, tensors):
             y = checked(y)
         return x, y
 
-    def _checked_data(self, x, y=None):
+    def _checked_data(self, x, y=None, tensors=True):
         """``(x, y)`` as :meth:`fit`, :meth:`evaluate` and :meth:`predict` pass them on: lists
-        made arrays, images checked, labels checked and made class ids."""
+        made arrays, images checked, labels checked and made class ids. ``tensors=False`` (the
+        ``*_on_batch`` methods, called once a step) leaves backend tensors alone: checking them
+        would copy each batch from the accelerator and wait for it."""
         x = _list_as_array(x, "images", self.name)
         y = _list_as_array(y, "labels", self.name)
-        self._check_values(x)
-        return self._check_labels(x, y)
+        self._check_values(x, tensors=tensors)
+        return self._check_labels(x, y, tensors=tensors)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         x, y = self._checked_data(x, y)
@@ -249,13 +251,13 @@ class CapsNet(keras.Model):
         return super().predict(x, *args, **kwargs)
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
-        return super().train_on_batch(*self._checked_data(x, y), *args, **kwargs)
+        return super().train_on_batch(*self._checked_data(x, y, tensors=False), *args, **kwargs)
 
     def test_on_batch(self, x, y=None, *args, **kwargs):
-        return super().test_on_batch(*self._checked_data(x, y), *args, **kwargs)
+        return super().test_on_batch(*self._checked_data(x, y, tensors=False), *args, **kwargs)
 
     def predict_on_batch(self, x):
-        return super().predict_on_batch(self._checked_data(x)[0])
+        return super().predict_on_batch(self._checked_data(x, tensors=False)[0])
 
     def capsules(self, images, return_routing_state=False):
         """The capsules of every layer: ``[primary, capsules_1, ..., class capsules]``.
