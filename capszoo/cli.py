@@ -51,11 +51,11 @@ def demo_examples(labels, predicted, count):
     import numpy as np
 
     count = min(count, len(labels))
-    mistakes = np.flatnonzero(predicted != labels)[:count // 2]
+    mistakes = [int(k) for k in np.flatnonzero(predicted != labels)[:count // 2]]
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
-    rest = [k for k in firsts + list(range(len(labels))) if k not in set(mistakes)]
-    chosen = list(dict.fromkeys(rest))[:count - len(mistakes)]  # dict: in order, each once
-    return np.array(chosen + [int(k) for k in mistakes], dtype=int)
+    rest = dict.fromkeys(firsts + list(range(len(labels))))  # in order, each once
+    chosen = [k for k in rest if k not in mistakes][:count - len(mistakes)]
+    return np.array(chosen + mistakes, dtype=int)
 
 
 def _figure_path(out, default_name):
