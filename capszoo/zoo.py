@@ -191,10 +191,9 @@ def _zoo_weights(name, card):
         raise ValueError(
             f"zoo entry {name!r} is trained ({card['test_accuracy']:.2%} test accuracy on its card) but its weights "
             f"are not on this machine (looked for {', '.join(map(str, candidates))}{unusable}) and its card has no "
-            "url: a "
-            f"pip-installed capszoo holds only the demo's weights. Put {WEIGHTS_FILE} (sha256 {expected[:16]}...), "
-            f"from saved_models/{name}/ of the capszoo repository, in ${ENV_WEIGHTS_DIR}/{name}/, or pass "
-            f"weights=PATH_OR_URL")
+            f"url: a pip-installed capszoo holds only the demo's weights. Put {WEIGHTS_FILE} "
+            f"(sha256 {expected[:16]}...), from saved_models/{name}/ of the capszoo repository, in "
+            f"${ENV_WEIGHTS_DIR}/{name}/, or pass weights=PATH_OR_URL")
     actual = sha256_file(path)
     if actual != expected:
         raise ValueError(f"weights {path} do not match the card of {name!r}: sha256 {actual[:16]}... "
@@ -328,8 +327,6 @@ def warn_if_another_entrys(name, given, path):
     start across routings stays possible; a wrong file no longer goes unnoticed."""
     import warnings
 
-    if Path(path).stat().st_size > 400 << 20:  # the zoo's largest (CapsNet4 on 32x32) is ~300 MB
-        return
     digest = sha256_file(path)
     for other in zoo_names():
         if other == name:
