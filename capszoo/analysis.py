@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from capszoo.ops import routing_energy
+from capszoo.ops import check_labels, routing_energy
 from capszoo.routing import DynamicRouting
 from capszoo.routing.base import check_count, check_iterations
 
@@ -200,8 +200,6 @@ def polarization(state):
 def top_couplings(state, labels, top=50):
     """The ``top`` largest final couplings c_ij into each example's correct class capsule j."""
     top = check_count("top_couplings: top", top)
-    from capszoo.models import check_labels
-
     final = state["couplings"][-1]  # (batch, n_in, n_out)
     labels = check_labels(np.asarray(labels), final.shape[-1], "top_couplings")  # -1 picked the last class
     if len(labels) != len(final):
@@ -239,8 +237,6 @@ def conv_gradient(model, images, labels, loss=None):
 
     def loss(y, outputs):
         return margin(y, outputs["class_scores"] if isinstance(outputs, dict) else outputs)
-
-    from capszoo.models import check_labels
 
     images = _images(model, images)
     labels = ops.convert_to_tensor(check_labels(np.asarray(labels), model.model_config.num_classes, model.name))

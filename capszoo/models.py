@@ -9,6 +9,7 @@ from keras import ops
 from capszoo.config import PAPER_HIDDEN_CAPSULES, ModelConfig
 from capszoo.layers import CapsuleDecoder, CapsuleLayer, Length, Mask, PrimaryCapsule
 from capszoo.layers.primary import convolve
+from capszoo.ops import check_labels
 
 
 def _dtype_message(owner, dtype):
@@ -31,43 +32,6 @@ def check_image_values(images, owner="capsnet"):
             raise ValueError(f"{owner}: images must be scaled to [0, 1], got values in [{low:g}, {high:g}]; "
                              "divide 8-bit pixels by 255")
     return images
-
-
-def check_labels(labels, num_classes, owner="capsnet"):
-    """Class labels as int32 class ids of shape ``(n,)``, or a ValueError naming the problem.
-
-    Accepted: class ids of shape ``(n,)`` or ``(n, 1)`` in ``[0, num_classes)``, integer or whole
-    floats, and one-hot rows of shape ``(n, num_classes)``. An id outside the classes would
-    become an all-zero target row, a silently wrong loss and accuracy; rows that are not one-hot
-    have no class for an accuracy. Passing ids on also suits a model compiled with Keras'
-    ``SparseCategoricalAccuracy``, which takes ids only (the zoo's ``ClassAccuracy`` takes both).
-    """
-    labels = np.asarray(labels)
-    expected = (f"class ids in [0, {num_classes}) of shape (n,) or (n, 1), "
-                f"or one-hot rows of shape (n, {num_classes})")
-    if labels.dtype == bool or not (np.issubdtype(labels.dtype, np.integer)
-                                    or np.issubdtype(labels.dtype, np.floating)):
-        raise ValueError(f"{owner} expects labels as {expected}; got dtype {labels.dtype}")
-    if labels.ndim == 2 and labels.shape[1] == num_classes and num_classes != 1:
-        if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()):
-            raise ValueError(f"{owner}: labels of shape {labels.shape} must be one-hot rows, a single 1 in "
-                             "each (soft or multi-hot targets have no class id for the accuracy)")
-        return labels.argmax(axis=1).astype("int32")
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise ValueError(f"{owner} expects labels as {expected}; got shape {labels.shape}")
-    if labels.size:
-        low, high = labels.min(), labels.max()
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError(f"{owner}: labels contain NaN or inf values")
-        fractions = labels[labels != np.round(labels)]
-        if fractions.size:
-            raise ValueError(f"{owner}: labels must be whole class ids, got {fractions[0]:g}")
-        if low < 0 or high >= num_classes:
-            raise ValueError(f"{owner}: labels must be class ids in [0, {num_classes}), "
-                             f"got values in [{low:g}, {high:g}]")
-    return labels.astype("int32")
 
 
 def _list_as_array(value, what, owner):

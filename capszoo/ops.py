@@ -7,6 +7,7 @@ PyTorch backends.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 # Added under the square root of |s|^2. Small enough not to bias |s| for any capsule that
@@ -66,6 +67,58 @@ def routing_energy(couplings, predictions, per_capsule=False):
     return terms if per_capsule else ops.sum(terms, axis=-1)
 
 
+def check_labels(labels, num_classes, owner="capsnet"):
+    """Class labels as int32 class ids of shape ``(n,)``, or a ValueError naming the problem.
+
+    Accepted: class ids of shape ``(n,)`` or ``(n, 1)`` in ``[0, num_classes)``, integer or whole
+    floats, and one-hot rows of shape ``(n, num_classes)``. An id outside the classes would
+    become an all-zero target row, a silently wrong loss and accuracy; rows that are not one-hot
+    have no class for an accuracy. Passing ids on also suits a model compiled with Keras'
+    ``SparseCategoricalAccuracy``, which takes ids only (the zoo's ``ClassAccuracy`` takes both).
+    """
+    labels = np.asarray(labels)
+    expected = (f"class ids in [0, {num_classes}) of shape (n,) or (n, 1), "
+                f"or one-hot rows of shape (n, {num_classes})")
+    if labels.dtype == bool or not (np.issubdtype(labels.dtype, np.integer)
+                                    or np.issubdtype(labels.dtype, np.floating)):
+        raise ValueError(f"{owner} expects labels as {expected}; got dtype {labels.dtype}")
+    if labels.ndim == 2 and labels.shape[1] == num_classes and num_classes != 1:
+        if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()):
+            raise ValueError(f"{owner}: labels of shape {labels.shape} must be one-hot rows, a single 1 in "
+                             "each (soft or multi-hot targets have no class id for the accuracy)")
+        return labels.argmax(axis=1).astype("int32")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(f"{owner} expects labels as {expected}; got shape {labels.shape}")
+    if labels.size:
+        low, high = labels.min(), labels.max()
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{owner}: labels contain NaN or inf values")
+        fractions = labels[labels != np.round(labels)]
+        if fractions.size:
+            raise ValueError(f"{owner}: labels must be whole class ids, got {fractions[0]:g}")
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"{owner}: labels must be class ids in [0, {num_classes}), "
+                             f"got values in [{low:g}, {high:g}]")
+    return labels.astype("int32")
+
+
+def check_given_labels(labels, scores_shape, owner):
+    """Labels handed straight to the loss, the metric or the mask (a NumPy array or a list)
+    checked as ``fit`` checks its arrays, so that an id outside the classes is one error rather
+    than an all-zero target row (TensorFlow, JAX) or an indexing failure deep in PyTorch.
+    ``scores_shape[-1]`` is the number of classes. Rows of that width pass as the targets they
+    are (soft ones included: the loss takes them); tensors pass unchecked: they may be symbolic,
+    and inside ``fit`` they are batches of arrays checked already."""
+    if not isinstance(labels, (np.ndarray, list)):
+        return
+    labels = np.asarray(labels)
+    num_classes = scores_shape[-1]
+    if not (labels.ndim == 2 and labels.shape[1] == num_classes and num_classes != 1):
+        check_labels(labels, num_classes, owner)
+
+
 def class_targets(labels, num_classes, dtype="float32"):
     """One-hot targets ``(batch, num_classes)`` from class ids ``(batch,)`` / ``(batch, 1)`` or
     from one-hot rows ``(batch, num_classes)``, which pass through cast to ``dtype``.
@@ -73,7 +126,8 @@ def class_targets(labels, num_classes, dtype="float32"):
     The one home of the rule that tells the two label forms apart, for the margin loss, the
     accuracy and the decoder's mask. Ids are not range-checked here (an id outside
     ``[0, num_classes)`` gives an all-zero row on TensorFlow and JAX, an error on PyTorch): arrays
-    given to ``CapsNet.fit``/``evaluate`` are checked before (``capszoo.models.check_labels``).
+    given to ``CapsNet.fit``/``evaluate`` are checked before (:func:`check_labels`), and so are
+    arrays given to the loss, the metric and the mask directly (:func:`check_given_labels`).
     """
     labels = ops.convert_to_tensor(labels)
     if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes != 1:
@@ -102,6 +156,10 @@ class ClassAccuracy(keras.metrics.MeanMetricWrapper):
         super().__init__(fn=class_accuracy, name=name, dtype=dtype)
         self._direction = "up"
 
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        check_given_labels(y_true, y_pred.shape if hasattr(y_pred, "shape") else np.shape(y_pred), self.name)
+        return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
 
@@ -124,6 +182,10 @@ class MarginLoss(keras.losses.Loss):
         self.m_plus = float(m_plus)
         self.m_minus = float(m_minus)
         self.down_weight = float(down_weight)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        check_given_labels(y_true, y_pred.shape if hasattr(y_pred, "shape") else np.shape(y_pred), self.name)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)

@@ -143,6 +143,20 @@ def test_length_and_mask():
             Mask()(*args)
 
 
+def test_mask_refuses_labels_outside_the_classes_given_directly():
+    # An id outside the classes kept no capsule (all zeros) on TensorFlow and JAX and failed deep
+    # in PyTorch ("Class values must be smaller than num_classes").
+    caps = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    refused = "Mask: labels must be class ids in [0, 3), got values in "
+    for call in (lambda labels: Mask()(caps, labels), lambda labels: Mask()([caps, labels])):
+        with pytest.raises(ValueError, match=re.escape(refused + "[0, 3]")):
+            call(np.array([0, 3]))
+        with pytest.raises(ValueError, match=re.escape(refused + "[-1, 0]")):
+            call([-1, 0])
+        # a list is read as the array it spells (Keras takes no list as a positional input)
+        np.testing.assert_array_equal(to_numpy(call([2, 0])), to_numpy(Mask()(caps, np.array([2, 0]))))
+
+
 def test_decoder_shape_and_range():
     decoder = CapsuleDecoder((5, 4, 2), units=(8, 16))
     out = to_numpy(decoder(np.random.default_rng(0).normal(size=(3, 12)).astype("float32")))

@@ -88,6 +88,28 @@ def test_class_targets_and_accuracy_read_ids_and_one_hot_rows_alike():
     assert again.name == "acc"
 
 
+def test_loss_and_metric_refuse_labels_outside_the_classes_given_directly():
+    # Called outside fit, an id outside [0, classes) became an all-zero target row on TensorFlow
+    # and JAX (a wrong loss and accuracy, silently) and an indexing failure deep in PyTorch.
+    lengths = np.array([[0.9, 0.1, 0.2], [0.3, 0.2, 0.8]], dtype="float32")
+    for labels, message in [(np.array([0, 3]),
+                             r"margin_loss: labels must be class ids in \[0, 3\), got values in \[0, 3\]"),
+                            ([-1, 1], r"labels must be class ids in \[0, 3\), got values in \[-1, 1\]"),
+                            (np.array([0.5, 1.0]), "labels must be whole class ids, got 0.5"),
+                            (np.array([[0, 1], [1, 0]]), r"got shape \(2, 2\)")]:
+        with pytest.raises(ValueError, match=message):
+            MarginLoss()(labels, lengths)
+        with pytest.raises(ValueError, match=message.replace("margin_loss", "accuracy")):
+            ClassAccuracy().update_state(labels, lengths)
+    # targets of the scores' width pass as given, soft ones included (a loss may take them)
+    soft = np.array([[0.8, 0.1, 0.1], [0.0, 0.0, 1.0]], dtype="float32")
+    # row 0: present 0.1 * 0.8^2 + 0.1 * 0.7^2 = 0.113, absent 0.5 * (0.2 * 0.8^2 + 0.9 * 0.1^2) = 0.0685
+    # row 1 (one-hot, class 2): present 0.1^2 = 0.01, absent 0.5 * (0.2^2 + 0.1^2) = 0.025
+    np.testing.assert_allclose(to_numpy(MarginLoss(reduction=None)(soft, lengths)), [0.1815, 0.035], rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(MarginLoss()([0, 2], lengths)),
+                               reference.margin_loss(np.array([0, 2]), lengths).mean(), rtol=1e-5)
+
+
 def test_margin_loss_rejects_bad_margins_and_round_trips():
     with pytest.raises(ValueError, match="m_minus < m_plus"):
         MarginLoss(m_plus=0.1, m_minus=0.9)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
-from capszoo.ops import capsule_length, class_targets
+from capszoo.ops import capsule_length, check_given_labels, class_targets
 
 
 @keras.saving.register_keras_serializable(package="capszoo")
@@ -26,8 +27,19 @@ class Mask(keras.layers.Layer):
     ``Mask()(capsules)`` keeps the longest capsule (inference); ``Mask()(capsules, labels)``
     keeps the capsule of the given label (training, as in Sabour et al.). ``labels`` are class ids
     ``(batch,)`` / ``(batch, 1)`` or one-hot rows ``(batch, n)``. ``Mask()([capsules, labels])``,
-    the form of the widely copied CapsNet-Keras, is read the same way.
+    the form of the widely copied CapsNet-Keras, is read the same way. Labels given as a NumPy
+    array or a list are checked first (an id outside the classes would keep no capsule).
     """
+
+    def __call__(self, capsules, labels=None, **kwargs):
+        if labels is None and isinstance(capsules, (list, tuple)) and len(capsules) == 2:
+            capsules, labels = capsules  # [capsules, labels]: call reads the two alike
+        if isinstance(labels, list):
+            labels = np.asarray(labels)  # Keras takes no list as a positional input
+        if len(getattr(capsules, "shape", ())) == 3:
+            check_given_labels(labels, capsules.shape[:2], "Mask")
+        args = (capsules,) if labels is None else (capsules, labels)
+        return super().__call__(*args, **kwargs)
 
     def call(self, capsules, labels=None):
         if isinstance(capsules, (list, tuple)):
