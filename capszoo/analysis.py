@@ -182,19 +182,35 @@ def plot_distribution(frame, state, path):
 
 def polarization(state):
     """Per iteration: mean row entropy of C (in nats, and divided by log n_out), mean largest
-    coupling per row, and the share of couplings within 0.01 of 0 or of 1."""
+    coupling per row, and the share of couplings within 0.01 of 0 or of 1. Where the state has
+    them: ``logit_spread``, the mean over input capsules of max_j b_ij - min_j b_ij (the logits
+    behind that iteration's couplings: 0 at the first, then the summed agreements û·v), and
+    ``output_length``, the mean |v_j| routed with them. Couplings stay near 1/n_out when the
+    spread stays small, as it does where predictions and outputs are short."""
     import pandas as pd
 
     c = np.clip(state["couplings"], 1e-12, 1.0)  # (iterations, batch, n_in, n_out)
     n_out = c.shape[-1]
     entropy = -(c * np.log(c)).sum(axis=-1).mean(axis=(1, 2))
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "iteration": np.arange(1, c.shape[0] + 1),
         "entropy": entropy,
         "entropy_normalized": entropy / np.log(n_out) if n_out > 1 else entropy,
         "max_coupling": c.max(axis=-1).mean(axis=(1, 2)),
         "near_0_or_1": ((c < NEAR) | (c > 1 - NEAR)).mean(axis=(1, 2, 3)),
     })
+    if "logits" in state:
+        b = state["logits"]  # (iterations, batch, n_in, n_out)
+        frame["logit_spread"] = (b.max(axis=-1) - b.min(axis=-1)).mean(axis=(1, 2))
+    if "outputs" in state:
+        frame["output_length"] = np.linalg.norm(state["outputs"], axis=-1).mean(axis=(1, 2))
+    return frame
+
+
+def prediction_lengths(state):
+    """Mean and largest |û_j|i| of a routing state: the scale of the agreements û·v."""
+    lengths = np.linalg.norm(state["predictions"], axis=-1)
+    return float(lengths.mean()), float(lengths.max())
 
 
 def top_couplings(state, labels, top=50):

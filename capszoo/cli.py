@@ -292,6 +292,9 @@ def cmd_analyze(args):
             largest = analysis.top_couplings(state, labels, args.top)
             figure = analysis.plot_couplings(frame, largest, out / "couplings.png", state["couplings"].shape[-1])
             summary = frame
+            mean, most = analysis.prediction_lengths(state)
+            print(f"mean |u_hat| {mean:.3g} (largest {most:.3g}): the logit updates u_hat . v scale with it, and "
+                  f"the couplings stay near 1/{n_out} while logit_spread stays small")
     frame.to_csv(out / f"{kind}.csv", index=False)
     print(summary.to_string(index=False))
     print(f"wrote {figure} and {out / f'{kind}.csv'}")

@@ -46,6 +46,14 @@ def test_polarization_starts_uniform_and_entropy_falls_with_iterations():
     assert first.near_0_or_1 == 0.0
     assert np.all(np.diff(frame.entropy) <= 1e-6)  # couplings only polarize
     assert last.entropy_normalized < 0.5 and last.max_coupling > 0.8 and last.near_0_or_1 > first.near_0_or_1
+    # the logits behind each iteration's couplings: none at the first, then the summed agreements
+    b, v = state["logits"], state["outputs"]
+    assert first.logit_spread == 0.0 and np.all(np.diff(frame.logit_spread) > 0)
+    np.testing.assert_allclose(frame.logit_spread, [np.mean(np.ptp(b[t], axis=-1)) for t in range(20)], rtol=1e-6)
+    np.testing.assert_allclose(frame.output_length, np.sqrt((v ** 2).sum(-1)).mean(axis=(1, 2)), rtol=1e-6)
+    u = np.asarray(analysis.random_predictions(2, n_in=50, n_out=4, dim=2, seed=0))
+    lengths = np.sqrt((u ** 2).sum(-1))
+    np.testing.assert_allclose(analysis.prediction_lengths(state), (lengths.mean(), lengths.max()), rtol=1e-6)
 
 
 def test_top_couplings_into_the_correct_class():

@@ -1,3 +1,5 @@
+import re
+
 import pandas as pd
 import pytest
 
@@ -63,6 +65,10 @@ def test_each_analyze_command_writes_a_labelled_png_and_a_csv(argv, said, tmp_pa
     assert len(frame) > 0 and f"wrote {out / (kind + '.png')}" in printed
     if said:  # what was traced, on what: the CSV and the figure do not say
         assert printed.splitlines()[0] == said.replace("RUN", str(tmp_path / "run"))
+    if kind == "couplings":  # the scale behind couplings that stay near uniform
+        assert {"logit_spread", "output_length"} <= set(frame.columns) and frame.logit_spread[0] == 0
+        assert re.fullmatch(r"mean \|u_hat\| \S+ \(largest \S+\): the logit updates u_hat \. v scale with it, "
+                            r"and the couplings stay near 1/10 while logit_spread stays small", printed.splitlines()[1])
     assert len(figures) == 1
     _check_figure(figures[0])
 
