@@ -1,7 +1,7 @@
 """Capsule maths shared by layers, routing strategies, losses and analysis.
 
-Everything here uses ``keras.ops`` only, so it runs unchanged on the TensorFlow, JAX and
-PyTorch backends.
+The maths uses ``keras.ops`` only, so it runs unchanged on the TensorFlow, JAX and PyTorch
+backends; the label checks read host arrays with NumPy, before any backend call.
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def routing_energy(couplings, predictions, per_capsule=False):
     return terms if per_capsule else ops.sum(terms, axis=-1)
 
 
+def _one_hot_rows(shape, num_classes):
+    """Whether labels of ``shape`` are rows, one per class (else class ids): the one rule that
+    tells the two label forms apart, for the checks here and :func:`class_targets`."""
+    return len(shape) == 2 and shape[-1] == num_classes and num_classes != 1
+
+
 def check_labels(labels, num_classes, owner="capsnet"):
     """Class labels as int32 class ids of shape ``(n,)``, or a ValueError naming the problem.
 
@@ -82,7 +88,7 @@ def check_labels(labels, num_classes, owner="capsnet"):
     if labels.dtype == bool or not (np.issubdtype(labels.dtype, np.integer)
                                     or np.issubdtype(labels.dtype, np.floating)):
         raise ValueError(f"{owner} expects labels as {expected}; got dtype {labels.dtype}")
-    if labels.ndim == 2 and labels.shape[1] == num_classes and num_classes != 1:
+    if _one_hot_rows(labels.shape, num_classes):
         if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()):
             raise ValueError(f"{owner}: labels of shape {labels.shape} must be one-hot rows, a single 1 in "
                              "each (soft or multi-hot targets have no class id for the accuracy)")
@@ -115,7 +121,7 @@ def check_given_labels(labels, scores_shape, owner):
         return
     labels = np.asarray(labels)
     num_classes = scores_shape[-1]
-    if not (labels.ndim == 2 and labels.shape[1] == num_classes and num_classes != 1):
+    if not _one_hot_rows(labels.shape, num_classes):
         check_labels(labels, num_classes, owner)
 
 
@@ -123,14 +129,14 @@ def class_targets(labels, num_classes, dtype="float32"):
     """One-hot targets ``(batch, num_classes)`` from class ids ``(batch,)`` / ``(batch, 1)`` or
     from one-hot rows ``(batch, num_classes)``, which pass through cast to ``dtype``.
 
-    The one home of the rule that tells the two label forms apart, for the margin loss, the
+    The one reading of the two label forms (:func:`_one_hot_rows`) for the margin loss, the
     accuracy and the decoder's mask. Ids are not range-checked here (an id outside
     ``[0, num_classes)`` gives an all-zero row on TensorFlow and JAX, an error on PyTorch): arrays
     given to ``CapsNet.fit``/``evaluate`` are checked before (:func:`check_labels`), and so are
     arrays given to the loss, the metric and the mask directly (:func:`check_given_labels`).
     """
     labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes != 1:
+    if _one_hot_rows(labels.shape, num_classes):
         return ops.cast(labels, dtype)
     return ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), num_classes, dtype=dtype)
 

@@ -74,24 +74,57 @@ def exported(tmp_path_factory):
     return base, models, images
 
 
-def test_layout_and_signatures_per_saved_model_cli(exported):
+def _signature_defs(path):
+    """The SavedModel's signatures as TF Serving reads them: the ``signature_def`` map of its
+    ``saved_model.pb`` (what ``saved_model_cli show`` prints)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    (graph,) = [g for g in saved.meta_graphs if "serve" in g.meta_info_def.tags]
+    return graph.signature_def
+
+
+def test_layout_and_signatures_of_every_variant(exported):
     base, models, _ = exported
+    float32, int64, string = tf.float32.as_datatype_enum, tf.int64.as_datatype_enum, tf.string.as_datatype_enum
     for name, (_, path) in models.items():
         assert path == base / name / "1"
         assert {p.name for p in path.iterdir()} >= {"saved_model.pb", "variables", "assets"}
-        show = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",
-                               str(path), "--all"], capture_output=True, text=True, check=True).stdout
-        serving = show[show.index("signature_def['serving_default']"):]
-        by_bytes = show[show.index("signature_def['predict_image_bytes']"):
-                        show.index("signature_def['serving_default']")]
-        assert "inputs['images']" in serving and "DT_FLOAT" in serving and "shape: (-1, 12, 12, 1)" in serving
-        assert "inputs['image_bytes']" in by_bytes and "DT_STRING" in by_bytes
-        for section in (serving, by_bytes):
-            assert "outputs['class_scores']" in section and "outputs['class_ids']" in section
-            assert "outputs['class_capsules']" in section and "DT_INT64" in section
-            assert "outputs['class_names']" in section and "DT_STRING" in section
-            assert "shape: (-1, 3, 4)" in section and "shape: (-1, 3)" in section
-        assert "keras_tensor" not in show and "output_0" not in show
+        signatures = _signature_defs(path)
+        assert set(signatures) >= {"serving_default", "predict_image_bytes"}
+
+        def spec(tensor):
+            return tensor.dtype, [d.size for d in tensor.tensor_shape.dim]
+
+        assert {k: spec(v) for k, v in signatures["serving_default"].inputs.items()} == {
+            "images": (float32, [-1, 12, 12, 1])}
+        assert {k: spec(v) for k, v in signatures["predict_image_bytes"].inputs.items()} == {
+            "image_bytes": (string, [-1])}
+        for signature in ("serving_default", "predict_image_bytes"):
+            assert {k: spec(v) for k, v in signatures[signature].outputs.items()} == {
+                "class_scores": (float32, [-1, 3]), "class_ids": (int64, [-1]), "class_names": (string, [-1]),
+                "class_capsules": (float32, [-1, 3, 4])}, (name, signature)
+
+
+def test_saved_model_cli_shows_the_signatures(exported):
+    """TF Serving users' own tool, run once (a TensorFlow start-up per call): it loads the
+    SavedModel's functions too (``--all``)."""
+    _, models, _ = exported
+    _, path = models["capsnet4"]
+    show = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",
+                           str(path), "--all"], capture_output=True, text=True, check=True).stdout
+    serving = show[show.index("signature_def['serving_default']"):]
+    by_bytes = show[show.index("signature_def['predict_image_bytes']"):
+                    show.index("signature_def['serving_default']")]
+    assert "inputs['images']" in serving and "DT_FLOAT" in serving and "shape: (-1, 12, 12, 1)" in serving
+    assert "inputs['image_bytes']" in by_bytes and "DT_STRING" in by_bytes
+    for section in (serving, by_bytes):
+        assert "outputs['class_scores']" in section and "outputs['class_ids']" in section
+        assert "outputs['class_capsules']" in section and "DT_INT64" in section
+        assert "outputs['class_names']" in section and "DT_STRING" in section
+        assert "shape: (-1, 3, 4)" in section and "shape: (-1, 3)" in section
+    assert "keras_tensor" not in show and "output_0" not in show
 
 
 def test_tensorflow_only_process_serves_rest_bodies_like_the_keras_model(exported):

@@ -87,8 +87,10 @@ def test_uniform_matches_reference_and_dynamic_with_one_iteration(capsules):
     np.testing.assert_allclose(v, to_numpy(AdaptiveLambdaRouting(1.0 / W.shape[2])(u, W)), **TOL)
 
 
+# Shapes from a few sizes: JAX compiles each new shape's ops afresh (45 s of its test run when
+# every integer in 2..12 x 2..8 could be drawn); the values vary as freely as before.
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), n_in=st.integers(2, 12), n_out=st.integers(2, 8),
+@given(seed=st.integers(0, 2**16), n_in=st.sampled_from([2, 5, 12]), n_out=st.sampled_from([2, 3, 8]),
        scale=st.sampled_from([0.1, 0.5, 1.0, 3.0]))
 def test_dynamic_couplings_are_row_stochastic_and_energy_never_increases(seed, n_in, n_out, scale):
     u, W = random_capsules(np.random.default_rng(seed), 2, n_in, 3, n_out, 4, scale=scale)
