@@ -201,18 +201,46 @@ def test_load_and_list_models_name_arguments_of_the_wrong_type(call, message):
         call()
 
 
-@pytest.fixture
-def private_zoo(tmp_path, monkeypatch, tiny_config_path):
-    """A zoo whose only entry is the tiny digits config, trained for one epoch and published."""
-    configs = tmp_path / "zoo_configs"
-    configs.mkdir()
-    shutil.copy(tiny_config_path, configs / "tiny-digits.toml")
+def _private_zoo_paths(monkeypatch, root):
+    configs = root / "zoo_configs"
     monkeypatch.setattr(config_module, "zoo_configs_dir", lambda: configs)
-    monkeypatch.setattr(zoo, "source_saved_models", lambda: tmp_path / "saved_models")
+    monkeypatch.setattr(zoo, "source_saved_models", lambda: root / "saved_models")
     monkeypatch.delenv(zoo.ENV_WEIGHTS_DIR, raising=False)
-    model, metrics = train("tiny-digits", out_dir=tmp_path / "run", verbose=0)
-    published = zoo.publish(tmp_path / "run")
-    return tmp_path, model, metrics, published
+    return configs
+
+
+@pytest.fixture(scope="module")
+def _published_tiny_zoo(tmp_path_factory):
+    """The tiny digits entry trained for its two epochs and published, once per module: each
+    test gets a copy of the folder (training and publishing took 2-5 s of every test's setup)."""
+    from tests.conftest import TINY_DIGITS_TOML
+
+    root = tmp_path_factory.mktemp("private-zoo")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        configs = _private_zoo_paths(monkeypatch, root)
+        configs.mkdir()
+        (configs / "tiny-digits.toml").write_text(TINY_DIGITS_TOML)
+        _, metrics = train("tiny-digits", out_dir=root / "run", verbose=0)
+        published = zoo.publish(root / "run")
+    return root, metrics, published.relative_to(root)
+
+
+@pytest.fixture
+def private_zoo(tmp_path, monkeypatch, _published_tiny_zoo):
+    """A zoo whose only entry is the tiny digits config, trained for two epochs and published
+    (a fresh copy in this test's tmp_path), with the trained model rebuilt from its weights."""
+    from capszoo.config import load_config
+    from capszoo.training import build_model, compile_model
+
+    root, metrics, published = _published_tiny_zoo
+    for item in ("zoo_configs", "saved_models", "run"):
+        shutil.copytree(root / item, tmp_path / item)
+    _private_zoo_paths(monkeypatch, tmp_path)
+    config = load_config(tmp_path / "run" / "config.toml")
+    model = build_model(config, compile=False)
+    model.load_weights(tmp_path / "run" / "model.weights.h5")  # weights only: compiled after
+    compile_model(model, config)
+    return tmp_path, model, json.loads(json.dumps(metrics)), tmp_path / published
 
 
 def test_publish_writes_weights_and_a_measured_card(private_zoo):
