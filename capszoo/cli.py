@@ -33,8 +33,8 @@ def cmd_demo(args):
           f"(card: {card['test_accuracy']:.4f})\n")
     print(class_table(y_test, predicted, class_names(config)).to_string(index=False))
     shown = demo_examples(y_test, predicted, args.images)
-    print(f"\n{len(shown)} test images (the first of each class, then the mistakes): label, prediction, "
-          "score (class-capsule length)")
+    print(f"\n{len(shown)} test images, {demo_caption(y_test, predicted, shown)}: label, prediction, score "
+          "(class-capsule length)")
     for k in shown:
         wrong = "   wrong" if predicted[k] != y_test[k] else ""
         print(f"  #{k:<4} {y_test[k]}  ->  {predicted[k]}  {scores[k, predicted[k]]:.3f}{wrong}")
@@ -46,16 +46,29 @@ def cmd_demo(args):
 
 def demo_examples(labels, predicted, count):
     """Which test images the demo shows, at most ``count``: the first of each class in class
-    order, and the misclassified ones (up to half the places, the first ones in the split),
-    last. The split's first images were five 6s and two 2s in eight, and showed no mistake."""
+    order, then the misclassified ones (the first in the split), which get the places the
+    classes leave and at least half of them. The split's first images were five 6s and two 2s
+    in eight, and showed no mistake."""
     import numpy as np
 
-    count = min(count, len(labels))
-    mistakes = [int(k) for k in np.flatnonzero(predicted != labels)[:count // 2]]
+    mistakes = np.flatnonzero(predicted != labels)
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
-    rest = dict.fromkeys(firsts + list(range(len(labels))))  # in order, each once
-    chosen = [k for k in rest if k not in mistakes][:count - len(mistakes)]
-    return np.array(chosen + mistakes, dtype=int)
+    shown_mistakes = min(len(mistakes), max(count - len(firsts), count // 2))
+    return np.array(firsts[:count - shown_mistakes] + [int(k) for k in mistakes[:shown_mistakes]], dtype=int)
+
+
+def demo_caption(labels, predicted, shown):
+    """What :func:`demo_examples` chose, in words, for the line above the demo's list."""
+    import numpy as np
+
+    classes, mistakes = len(np.unique(labels)), int((predicted != labels).sum())
+    wrong = int((predicted[shown] != labels[shown]).sum())
+    firsts = len(shown) - wrong
+    said = "the first of each class" if firsts == classes else f"the first of {firsts} of the {classes} classes"
+    if mistakes == 0:
+        return f"{said} (no mistakes)"
+    which = f"the {mistakes}" if wrong == mistakes else f"{wrong} of the {mistakes}"
+    return f"{said}, then {which} mistake" + ("s" if mistakes > 1 else "")
 
 
 def _figure_path(out, default_name):
@@ -85,22 +98,28 @@ def _demo_figure(images, labels, scores, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(images), figsize=(1.9 * len(images), 4.2), squeeze=False)
+    columns = min(len(images), 6)
+    blocks = -(-len(images) // columns)  # an image row and a bar row each
+    fig, axes = plt.subplots(2 * blocks, columns, figsize=(1.9 * columns, 4.2 * blocks), squeeze=False)
+    for ax in axes[:, len(images) % columns or columns:][-2:].ravel():  # the last block's empty places
+        ax.axis("off")
     for k, (image, label, row) in enumerate(zip(images, labels, scores, strict=True)):
-        axes[0, k].imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+        top, bars = axes[2 * (k // columns), k % columns], axes[2 * (k // columns) + 1, k % columns]
+        top.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
         wrong = row.argmax() != label
-        axes[0, k].set_title(f"label {label}, pred {row.argmax()}" + (" (wrong)" if wrong else ""), fontsize=8,
-                             color="tab:red" if wrong else "black")
-        axes[0, k].axis("off")
+        top.set_title(f"label {label}, pred {row.argmax()}" + (" (wrong)" if wrong else ""), fontsize=8,
+                      color="tab:red" if wrong else "black")
+        top.axis("off")
         # green: the true class; red: a wrong prediction
         colours = ["tab:green" if c == label else "tab:red" if c == row.argmax() else "tab:gray"
                    for c in range(len(row))]
-        axes[1, k].barh(range(len(row)), row, color=colours)
-        axes[1, k].set_xlim(0, 1)
-        axes[1, k].set_yticks(range(len(row)))
-        axes[1, k].tick_params(labelsize=6)
-        axes[1, k].set_xlabel("capsule length", fontsize=7)
-    axes[1, 0].set_ylabel("class", fontsize=7)
+        bars.barh(range(len(row)), row, color=colours)
+        bars.set_xlim(0, 1)
+        bars.set_yticks(range(len(row)))
+        bars.tick_params(labelsize=6)
+        bars.set_xlabel("capsule length", fontsize=7)
+        if k % columns == 0:
+            bars.set_ylabel("class", fontsize=7)
     fig.suptitle("ara-digits: test images and their class-capsule lengths")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -423,7 +442,8 @@ def build_parser():
                                description="Load the bundled ara-digits zoo model, evaluate it on the held-out "
                                            "scikit-learn digits, print a per-class table and a few predictions, "
                                            "and write a PNG of examples with their class-capsule lengths.")
-    demo.add_argument("--images", type=_count, default=8, help="examples to show (default 8)")
+    demo.add_argument("--images", type=_count, default=12,
+                      help="test images to show at most: the first of each class, then mistakes (default 12)")
     demo.add_argument("--out", default="capszoo-demo.png",
                       help="figure to write, its format from the suffix (default capszoo-demo.png; in a folder, "
                            "FOLDER/capszoo-demo.png)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from capszoo.cli import demo_examples, main
+from capszoo.cli import demo_caption, demo_examples, main
 
 
 def test_help_on_every_command_and_unknown_command(capsys):
@@ -381,7 +381,14 @@ def test_the_demo_shows_the_first_image_of_each_class_then_the_mistakes():
     labels = np.array([6, 6, 2, 6, 0, 1, 2, 1, 0, 6])
     predicted = labels.copy()
     predicted[[3, 7, 9]] = 0  # three mistakes
-    assert demo_examples(labels, labels, 8).tolist() == [4, 5, 2, 0, 1, 3, 6, 7]  # 0, 1, 2, 6, then in order
-    assert demo_examples(labels, predicted, 5).tolist() == [4, 5, 2, 3, 7]  # at most half are mistakes
-    assert demo_examples(labels, predicted, 8).tolist() == [4, 5, 2, 0, 1, 3, 7, 9]
-    assert demo_examples(labels, predicted, 50).tolist() == [4, 5, 2, 0, 1, 6, 8, 3, 7, 9]
+    assert demo_examples(labels, labels, 8).tolist() == [4, 5, 2, 0]  # classes 0, 1, 2, 6
+    assert demo_caption(labels, labels, [4, 5, 2, 0]) == "the first of each class (no mistakes)"
+    assert demo_examples(labels, predicted, 5).tolist() == [4, 5, 2, 3, 7]  # mistakes get at least half
+    assert demo_caption(labels, predicted, [4, 5, 2, 3, 7]) == ("the first of 3 of the 4 classes, "
+                                                                "then 2 of the 3 mistakes")
+    assert demo_examples(labels, predicted, 8).tolist() == [4, 5, 2, 0, 3, 7, 9]  # and what the classes leave
+    assert demo_examples(labels, predicted, 50).tolist() == [4, 5, 2, 0, 3, 7, 9]
+    assert demo_caption(labels, predicted, [4, 5, 2, 0, 3, 7, 9]) == "the first of each class, then the 3 mistakes"
+    assert demo_caption(labels, predicted, [4, 3]) == "the first of 1 of the 4 classes, then 1 of the 3 mistakes"
+    predicted[[3, 7]] = labels[[3, 7]]
+    assert demo_caption(labels, predicted, [4, 5, 2, 0, 9]) == "the first of each class, then the 1 mistake"

@@ -680,11 +680,14 @@ def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
     assert "test accuracy on the 359 held-out scikit-learn digits" in printed and "accuracy" in printed
     assert f"verified), trained {zoo.trained_how(zoo.read_card('ara-digits'))}\n" in printed
     assert out.stat().st_size > 10_000 and Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # One image per class, then the mistakes (the split's first eight were five 6s and two 2s).
-    shown = printed.split("(the first of each class, then the mistakes)")[1].splitlines()[1:9]
+    # One image per class, then the mistakes (the split's first eight were five 6s and two 2s; and
+    # eight places showed classes 0-6 under a line saying "the first of each class").
+    heading = re.search(r"\n(\d+) test images, the first of each class(, then the (\d+) mistakes?)?: ", printed)
+    mistakes = int(heading[3] or 0)
+    assert heading and int(heading[1]) == 10 + mistakes and mistakes <= 2
+    shown = printed[heading.end():].splitlines()[1:1 + int(heading[1])]
     labels = [int(line.split()[1]) for line in shown]
-    wrong = [line for line in shown if line.endswith("wrong")]
-    assert labels[:8 - len(wrong)] == list(range(8 - len(wrong))) and len(wrong) <= 4
+    assert labels[:10] == list(range(10)) and sum(line.endswith("wrong") for line in shown) == mistakes
     # A folder, or a name without a suffix: matplotlib wrote FOLDER.png / NAME.png while the demo
     # said it wrote FOLDER / NAME.
     for given, written in ((tmp_path, tmp_path / "capszoo-demo.png"), (tmp_path / "plain", tmp_path / "plain.png")):
