@@ -197,17 +197,34 @@ class CapsNet(keras.Model):
         x = _list_as_array(x, "images", self.name)
         y = _list_as_array(y, "labels", self.name)
         self._check_values(x, tensors=tensors)
-        return self._check_labels(x, y, tensors=tensors)
+        x, y = self._check_labels(x, y, tensors=tensors)
+        images = x.get("images") if isinstance(x, dict) else x
+        labels = y.get("class_scores") if isinstance(y, dict) else y
+        for given in (labels, x.get("labels") if isinstance(x, dict) else None):
+            if _is_array(images) and _is_array(given) and images.shape[0] != given.shape[0]:
+                raise ValueError(f"{self.name}: {images.shape[0]} images but {given.shape[0]} labels")
+        return x, y
+
+    def _labelled_data(self, x, y, what, usage=None, tensors=True):
+        """:meth:`_checked_data` for the methods that need labels: images given as an array
+        without any (Keras: "None values not supported", from deep in the backend) are one
+        error. Datasets and generators carry their labels in each batch."""
+        if y is None and _is_array(_list_as_array(x, "images", self.name)):
+            raise ValueError(f"{self.name}: {what} needs labels: {usage or what + '(images, labels)'}, the labels as "
+                             "class ids or one-hot rows (predict(images) gives the class scores without them)")
+        return self._checked_data(x, y, tensors=tensors)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        x, y = self._checked_data(x, y)
+        x, y = self._labelled_data(x, y, "fit")
         if isinstance(validation_data, (tuple, list)) and validation_data:
-            checked = self._checked_data(*validation_data[:2])
+            images, labels = (*validation_data[:2], None)[:2]
+            checked = self._labelled_data(images, labels, "fit's validation_data",
+                                          "validation_data=(images, labels)")
             validation_data = (*checked[:len(validation_data)], *validation_data[2:])
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        x, y = self._checked_data(x, y)
+        x, y = self._labelled_data(x, y, "evaluate")
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
@@ -215,10 +232,10 @@ class CapsNet(keras.Model):
         return super().predict(x, *args, **kwargs)
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
-        return super().train_on_batch(*self._checked_data(x, y, tensors=False), *args, **kwargs)
+        return super().train_on_batch(*self._labelled_data(x, y, "train_on_batch", tensors=False), *args, **kwargs)
 
     def test_on_batch(self, x, y=None, *args, **kwargs):
-        return super().test_on_batch(*self._checked_data(x, y, tensors=False), *args, **kwargs)
+        return super().test_on_batch(*self._labelled_data(x, y, "test_on_batch", tensors=False), *args, **kwargs)
 
     def predict_on_batch(self, x):
         return super().predict_on_batch(self._checked_data(x, tensors=False)[0])

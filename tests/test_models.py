@@ -193,7 +193,8 @@ ENTRY_POINTS = {
     "predict_tensor": lambda model, x, y: model.predict(keras.ops.convert_to_tensor(x), verbose=0),
     "evaluate": lambda model, x, y: model.evaluate(x, y, verbose=0),
     "fit": lambda model, x, y: model.fit(x, y, epochs=1, verbose=0),
-    "fit_validation": lambda model, x, y: model.fit(images(4), y, validation_data=(x, y), epochs=1, verbose=0),
+    "fit_validation": lambda model, x, y: model.fit(images(4), np.zeros(4, "int32"), validation_data=(x, y), epochs=1,
+                                                    verbose=0),
     "predict_dict": lambda model, x, y: model.predict({"images": x}, verbose=0),
     "predict_scores": _predict_scores,
     "train_on_batch": lambda model, x, y: model.train_on_batch(x, y),
@@ -280,6 +281,20 @@ def test_bad_label_arrays_are_rejected_before_the_model_runs(entry, bad, message
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
+@pytest.mark.parametrize("entry", LABEL_ENTRY_POINTS)
+def test_missing_or_miscounted_labels_are_one_error(entry):
+    # Before: "None values not supported" from deep in the backend, and Keras' "Data cardinality
+    # is ambiguous" with the sizes on lines of their own.
+    model = tiny(name="tiny")
+    model.compile(optimizer="adam", loss=MarginLoss(), metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    if entry not in ("evaluate_tensor", "evaluate_lists"):  # no tensor or list of None
+        with pytest.raises(ValueError, match=r"^tiny: (evaluate|fit|fit's validation_data|train_on_batch|"
+                                             r"test_on_batch) needs labels: .*\(images, labels\), the labels as "):
+            LABEL_ENTRY_POINTS[entry](model, None)
+    with pytest.raises(ValueError, match="^tiny: 6 images but 5 labels$"):
+        LABEL_ENTRY_POINTS[entry](model, np.zeros(5, "int32"))
+
+
 def test_one_hot_float_and_column_labels_measure_what_class_ids_measure():
     # One-hot rows used to meet SparseCategoricalAccuracy as they were: an error deep in the
     # backend, or, with a batch of num_classes images, a broadcast comparison and a wrong accuracy.
@@ -318,6 +333,8 @@ def test_labels_inside_decoder_inputs_and_targets_are_checked():
                             ({"images": x, "labels": good}, {"class_scores": bad, "reconstruction": x})]:
         with pytest.raises(ValueError, match=r"tiny: labels must be class ids in \[0, 3\), got values in \[7, 7\]"):
             model.fit(inputs, targets, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="tiny: 6 images but 5 labels"):
+        model.fit({"images": x, "labels": good[:5]}, {"class_scores": good, "reconstruction": x}, verbose=0)
     one_hot = np.eye(3, dtype="float32")[good]
     inputs = {"images": x, "labels": one_hot}
     model.fit(inputs, {"class_scores": one_hot, "reconstruction": x}, epochs=1, verbose=0)
