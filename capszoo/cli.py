@@ -65,10 +65,12 @@ def demo_caption(labels, predicted, shown):
     wrong = int((predicted[shown] != labels[shown]).sum())
     firsts = len(shown) - wrong
     said = "the first of each class" if firsts == classes else f"the first of {firsts} of the {classes} classes"
+    noun = "mistake" + ("s" if mistakes > 1 else "")
     if mistakes == 0:
         return f"{said} (no mistakes)"
-    which = f"the {mistakes}" if wrong == mistakes else f"{wrong} of the {mistakes}"
-    return f"{said}, then {which} mistake" + ("s" if mistakes > 1 else "")
+    if wrong == 0:
+        return f"{said} (none of the {mistakes} {noun})"
+    return f"{said}, then " + (f"the {mistakes}" if wrong == mistakes else f"{wrong} of the {mistakes}") + f" {noun}"
 
 
 def _figure_path(out, default_name):

@@ -209,7 +209,8 @@ class CapsNet(keras.Model):
         """:meth:`_checked_data` for the methods that need labels: images given as an array
         without any (Keras: "None values not supported", from deep in the backend) are one
         error. Datasets and generators carry their labels in each batch."""
-        if y is None and _is_array(_list_as_array(x, "images", self.name)):
+        x = _list_as_array(x, "images", self.name)
+        if y is None and _is_array(x):
             raise ValueError(f"{self.name}: {what} needs labels: {usage or what + '(images, labels)'}, the labels as "
                              "class ids or one-hot rows (predict(images) gives the class scores without them)")
         return self._checked_data(x, y, tensors=tensors)

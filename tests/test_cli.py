@@ -390,5 +390,6 @@ def test_the_demo_shows_the_first_image_of_each_class_then_the_mistakes():
     assert demo_examples(labels, predicted, 50).tolist() == [4, 5, 2, 0, 3, 7, 9]
     assert demo_caption(labels, predicted, [4, 5, 2, 0, 3, 7, 9]) == "the first of each class, then the 3 mistakes"
     assert demo_caption(labels, predicted, [4, 3]) == "the first of 1 of the 4 classes, then 1 of the 3 mistakes"
+    assert demo_caption(labels, predicted, [4]) == "the first of 1 of the 4 classes (none of the 3 mistakes)"
     predicted[[3, 7]] = labels[[3, 7]]
     assert demo_caption(labels, predicted, [4, 5, 2, 0, 9]) == "the first of each class, then the 1 mistake"
