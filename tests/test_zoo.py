@@ -682,9 +682,11 @@ def test_bundled_demo_runs_and_writes_its_figure(tmp_path, capsys):
     assert out.stat().st_size > 10_000 and Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # One image per class, then the mistakes (the split's first eight were five 6s and two 2s; and
     # eight places showed classes 0-6 under a line saying "the first of each class").
-    heading = re.search(r"\n(\d+) test images, the first of each class(, then the (\d+) mistakes?)?: ", printed)
+    heading = re.search(r"\n(\d+) test images, the first of each class(, then the (\d+) mistakes?| \(no mistakes\)): ",
+                        printed)
+    assert heading, printed
     mistakes = int(heading[3] or 0)
-    assert heading and int(heading[1]) == 10 + mistakes and mistakes <= 2
+    assert int(heading[1]) == 10 + mistakes and mistakes <= 2
     shown = printed[heading.end():].splitlines()[1:1 + int(heading[1])]
     labels = [int(line.split()[1]) for line in shown]
     assert labels[:10] == list(range(10)) and sum(line.endswith("wrong") for line in shown) == mistakes
