@@ -110,17 +110,18 @@ def check_labels(labels, num_classes, owner="capsnet"):
     return labels.astype("int32")
 
 
-def check_given_labels(labels, scores_shape, owner):
+def check_given_labels(labels, scores, owner, class_axis=-1):
     """Labels handed straight to the loss, the metric or the mask (a NumPy array or a list)
     checked as ``fit`` checks its arrays, so that an id outside the classes is one error rather
     than an all-zero target row (TensorFlow, JAX) or an indexing failure deep in PyTorch.
-    ``scores_shape[-1]`` is the number of classes. Rows of that width pass as the targets they
-    are (soft ones included: the loss takes them); tensors pass unchecked: they may be symbolic,
-    and inside ``fit`` they are batches of arrays checked already."""
+    ``scores`` (class scores, or capsules with ``class_axis=1``) give the number of classes.
+    Rows of that width pass as the targets they are (soft ones included: the loss takes them);
+    tensors pass unchecked: they may be symbolic, and inside ``fit`` they are batches of arrays
+    checked already."""
     if not isinstance(labels, (np.ndarray, list)):
         return
     labels = np.asarray(labels)
-    num_classes = scores_shape[-1]
+    num_classes = (scores.shape if hasattr(scores, "shape") else np.shape(scores))[class_axis]
     if not _one_hot_rows(labels.shape, num_classes):
         check_labels(labels, num_classes, owner)
 
@@ -163,7 +164,7 @@ class ClassAccuracy(keras.metrics.MeanMetricWrapper):
         self._direction = "up"
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        check_given_labels(y_true, y_pred.shape if hasattr(y_pred, "shape") else np.shape(y_pred), self.name)
+        check_given_labels(y_true, y_pred, self.name)
         return super().update_state(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
@@ -190,7 +191,7 @@ class MarginLoss(keras.losses.Loss):
         self.down_weight = float(down_weight)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        check_given_labels(y_true, y_pred.shape if hasattr(y_pred, "shape") else np.shape(y_pred), self.name)
+        check_given_labels(y_true, y_pred, self.name)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):

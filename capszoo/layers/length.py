@@ -37,7 +37,7 @@ class Mask(keras.layers.Layer):
         if isinstance(labels, list):
             labels = np.asarray(labels)  # Keras takes no list as a positional input
         if len(getattr(capsules, "shape", ())) == 3:
-            check_given_labels(labels, capsules.shape[:2], "Mask")
+            check_given_labels(labels, capsules, "Mask", class_axis=1)
         args = (capsules,) if labels is None else (capsules, labels)
         return super().__call__(*args, **kwargs)
 
