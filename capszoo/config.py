@@ -232,12 +232,10 @@ class ModelConfig(_Section):
         """The routing strategy this config asks for, given only the arguments it takes."""
         _known_routing("model.routing", self.routing)
         accepted = routing_parameters(self.routing)
-        for key in ROUTING_FIELDS:  # a value the routing would ignore is a mistake, not a setting
-            value = getattr(self, key)
-            if key not in accepted and value != _FIELD_DEFAULTS[key]:
-                takes = ", ".join(accepted) or "no parameters"
-                raise ValueError(f"model.{key} = {value!r} has no effect with {self.routing!r} routing (it takes "
-                                 f"{takes}): leave {key} out, or choose a routing that takes it")
+        # A field at its default stands for "not given" here (a dict round trip holds every field);
+        # refuse_ignored_routing_fields sees what a caller named.
+        refuse_ignored_routing_fields(self.routing, {key: getattr(self, key) for key in ROUTING_FIELDS
+                                                     if getattr(self, key) != _FIELD_DEFAULTS[key]})
         kwargs = {key: getattr(self, key) for key in ROUTING_FIELDS if key in accepted}
         unknown = set(self.routing_options) - set(accepted)
         if unknown:
@@ -271,6 +269,18 @@ class ModelConfig(_Section):
         return self.replace(capsules=(*hidden, self.num_classes),
                             capsule_dims=(*[hidden_dim] * len(hidden), self.capsule_dims[-1]))
 
+
+
+def refuse_ignored_routing_fields(routing, given):
+    """One ``ValueError`` for a routing hyperparameter in ``given`` (a dict of the fields a caller
+    set) that ``routing`` does not take: a value the routing would ignore is a mistake, not a setting."""
+    _known_routing("model.routing", routing)
+    accepted = routing_parameters(routing)
+    for key in ROUTING_FIELDS:
+        if key in given and key not in accepted:
+            takes = ", ".join(accepted) or "no parameters"
+            raise ValueError(f"model.{key} = {given[key]!r} has no effect with {routing!r} routing (it takes "
+                             f"{takes}): leave {key} out, or choose a routing that takes it")
 
 
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in ROUTING_FIELDS}

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from capszoo.config import PAPER_HIDDEN_CAPSULES, ModelConfig
+from capszoo.config import PAPER_HIDDEN_CAPSULES, ROUTING_FIELDS, ModelConfig, refuse_ignored_routing_fields
 from capszoo.layers import CapsuleDecoder, CapsuleLayer, Length, Mask, PrimaryCapsule
 from capszoo.layers.primary import convolve
 from capszoo.ops import check_labels
@@ -300,6 +300,8 @@ def _factory(depth):
         if len(capsules) != depth - 1:
             raise ValueError(f"CapsNet{depth} has {depth - 1} capsule layers after the primary capsules, "
                              f"got capsules={capsules!r}")
+        if isinstance(routing, str):  # named here, so refused even at ModelConfig's default value
+            refuse_ignored_routing_fields(routing, {k: v for k, v in overrides.items() if k in ROUTING_FIELDS})
         config = ModelConfig.from_dict(dict(input_shape=input_shape, num_classes=num_classes, routing=routing,
                                             capsules=capsules, **overrides))
         return CapsNet(config, name=name, dtype=dtype)

@@ -142,6 +142,21 @@ def test_bad_arguments_raise_clear_value_errors(kwargs, message):
         CapsNet2(**kwargs)
 
 
+@pytest.mark.parametrize("factory, routing, values", [
+    (CapsNet2, "adaptive_lambda", {"iterations": 3}),
+    (CapsNet3, "dynamic", {"lam": 1.0}),
+    (CapsNet4, "uniform", {"iterations": 3, "lam": 1.0}),
+])
+def test_a_factory_refuses_an_ignored_routing_hyperparameter_at_its_default(factory, routing, values):
+    # CapsNet2(routing="adaptive_lambda", iterations=3) built silently: 3 is ModelConfig's default,
+    # which ModelConfig cannot tell from "not given"; the factory sees what was named.
+    key = next(iter(values))
+    with pytest.raises(ValueError, match=rf"model.{key} = .* has no effect with '{routing}' routing"):
+        factory(routing=routing, **values)
+    with pytest.raises(ValueError, match="unknown routing"):
+        factory(routing="dynamc", iterations=3)
+
+
 def test_factory_name_and_unknown_override():
     assert tiny(name="my_net").name == "my_net"
     with pytest.raises(ValueError, match="unknown model config key.*model.lamda"):
