@@ -31,6 +31,8 @@ def _check_figure(fig):
 @pytest.mark.parametrize("argv, said", [
     (["energy", "--random", "--images", "2", "--iterations", "6"],
      "random predictions: 2 example(s), 64 -> 3 capsules of dimension 8, seed 0; dynamic routing, 6 iterations"),
+    (["energy", "--random", "--images", "2", "--iterations", "1"],
+     "random predictions: 2 example(s), 64 -> 3 capsules of dimension 8, seed 0; dynamic routing, 1 iteration"),
     (["distribution", "--inputs", "20", "--iterations", "8"], None),
     (["couplings", "RUN", "--images", "8"],
      "RUN: dynamic routing traced for 3 iterations on capsule layer 1 of 1 (64 -> 10 capsules, trained "
