@@ -288,7 +288,7 @@ def cmd_analyze(args):
             predictions = analysis.random_predictions(args.images, args.inputs, args.outputs, args.dim, args.seed)
             state = analysis.trace_predictions(predictions, iterations)
             print(f"random predictions: {args.images} example(s), {args.inputs} -> {args.outputs} capsules of "
-                  f"dimension {args.dim}, seed {args.seed}; dynamic routing, {iterations} iteration{'s' * (iterations != 1)}")
+                  f"dimension {args.dim}, seed {args.seed}; dynamic routing, {_iterations(iterations)}")
         else:
             if not args.model:
                 raise ValueError(f"analyze {kind} needs MODEL (a run folder or trained zoo entry)"
@@ -300,7 +300,7 @@ def cmd_analyze(args):
             state = analysis.model_trace(model, images, iterations, args.layer)
             layers = len(model.capsule_layers)
             n_in, n_out = state["couplings"].shape[2:]
-            print(f"{args.model}: dynamic routing traced for {iterations} iteration{'s' * (iterations != 1)} on capsule layer "
+            print(f"{args.model}: dynamic routing traced for {_iterations(iterations)} on capsule layer "
                   f"{args.layer % layers + 1} of {layers} ({n_in} -> {n_out} capsules, trained with "
                   f"{config.model.routing} routing), {_counted(images, args.images, config)}")
         if kind == "energy":
@@ -320,6 +320,10 @@ def cmd_analyze(args):
     print(summary.to_string(index=False))
     print(f"wrote {figure} and {out / f'{kind}.csv'}")
     return 0
+
+
+def _iterations(count):
+    return f"{count} iteration" + "s" * (count != 1)
 
 
 def _counted(images, asked, config):
