@@ -252,6 +252,7 @@ def test_the_fifth_loan_rule_reads_both_flip_members_and_needs_more_than_the_pub
         return runs[read[-1]]
 
     monkeypatch.setattr(rule, "final_val_accuracy", loan_runs)
+    monkeypatch.setattr(rule, "FINISHED_ON_CPU", {})  # the rule as written, before either member ran
     rule.main()
     assert read == list(rule.MEMBERS) and capsys.readouterr().out == "ta-s1-flip\n"
     runs.update({"fa-s1-flip": 5548 / 6000, "fa-s1-d97-e80-flip": None})  # a tie, and a run cut short
@@ -266,7 +267,7 @@ def test_the_fifth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_ther
     """A member that ended on the CPU is not run again by a loan: the rule reads only the other
     member's run, and the CPU score competes with it (even a falsy one is never replaced)."""
     rule = _loan_rule("choose_fifth_loan")
-    assert rule.FINISHED_ON_CPU == {}  # fa-s1-flip is still training on the CPU (runs/cpu-s31)
+    assert rule.FINISHED_ON_CPU == {"fa-s1-flip": 0.9150}  # ended on the CPU (runs/cpu-s31), under 0.9247
     read = []
 
     def loan_runs(run):
@@ -274,6 +275,9 @@ def test_the_fifth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_ther
         return {"fa-s1-d97-e80-flip": 0.9250}[read[-1]]
 
     monkeypatch.setattr(rule, "final_val_accuracy", loan_runs)
+    rule.main()  # as recorded: fa-s1-flip's 0.9150 leaves the choice to fa-s1-d97-e80-flip against 0.9247
+    assert read == ["fa-s1-d97-e80-flip"] and capsys.readouterr().out == "ta-s1-d97-e80-flip\n"
+    read.clear()
     monkeypatch.setattr(rule, "FINISHED_ON_CPU", {"fa-s1-flip": 0.9260})
     rule.main()
     assert read == ["fa-s1-d97-e80-flip"] and capsys.readouterr().out == "ta-s1-flip\n"

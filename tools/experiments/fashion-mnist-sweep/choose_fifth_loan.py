@@ -16,7 +16,7 @@ or "none" (tools/device_train.sh: PACK=rule:THIS_FILE).
 
 Added on 2026-12-06, before the first epoch of the run it concerns, as the fourth loan's rule
 allowed: a member that ran to its end on the 2-core CPU (docs/zoo-training.md, "A member of the
-fifth loan on this CPU") enters the rule with the final validation accuracy it measured there,
+fifth loan on this CPU" and the section after it) enters the rule with the final validation accuracy it measured there,
 and a loan does not run it again (a second run would be a second draw of the same member). A
 member still training on the CPU when a loan comes is run by the loan as planned, and its CPU run
 is stopped and not used.
@@ -32,8 +32,9 @@ from choose_fourth_loan import RUNS, choose  # noqa: E402
 
 PUBLISHED_VAL = 0.9247  # fa-s1-d97-e80, the member of the recipe published after the fourth loan
 MEMBERS = ("fa-s1-flip", "fa-s1-d97-e80-flip")
-# Members that ended on the CPU, with `python3 tools/best_run.py runs/cpu-s31/MEMBER`: none yet.
-FINISHED_ON_CPU = {}
+# Members that ended on the CPU, with `python3 tools/best_run.py runs/cpu-sNN/MEMBER`:
+# fa-s1-flip in runs/cpu-s31 (sessions 31-35, 50 of 50 epochs, 5,490 of 6,000 images).
+FINISHED_ON_CPU = {"fa-s1-flip": 0.9150}
 
 
 def main():
