@@ -270,7 +270,6 @@ class ModelConfig(_Section):
                             capsule_dims=(*[hidden_dim] * len(hidden), self.capsule_dims[-1]))
 
 
-
 def refuse_ignored_routing_fields(routing, given):
     """One ``ValueError`` for a routing hyperparameter in ``given`` (a dict of the fields a caller
     set) that ``routing`` does not take: a value the routing would ignore is a mistake, not a setting."""
