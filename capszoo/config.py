@@ -113,6 +113,10 @@ class _Section:
     def from_dict(cls, data):
         return _from_dict(cls, data, cls.section)
 
+    def updated(self, changes):
+        """A copy with the fields of the dict ``changes``, checked as ``from_dict`` checks a table."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(_Section):
@@ -257,6 +261,15 @@ class ModelConfig(_Section):
             if "routing_options" not in changes:
                 changes["routing_options"] = {k: v for k, v in self.routing_options.items() if k in taken}
         return dataclasses.replace(self, **changes)
+
+    def updated(self, changes):
+        """As :meth:`replace` with a dict (``Config.replace(model={...})``): a change of routing
+        drops what the new routing does not take, and unknown keys are named."""
+        routing = changes.get("routing", self.routing)
+        base = self
+        if isinstance(routing, str) and routing != self.routing and routing in _REGISTRY:
+            base = self.replace(routing=routing)
+        return super(ModelConfig, base).updated(changes)
 
     def with_depth(self, depth, hidden_capsules=PAPER_HIDDEN_CAPSULES, hidden_dim=16):
         """This network with ``depth`` capsule layers counting the primary capsules: the first
@@ -541,7 +554,7 @@ class Config:
         for key, value in sections.items():
             current = getattr(self, key)
             if isinstance(current, _Section) and isinstance(value, dict):
-                value = type(current).from_dict({**current.to_dict(), **value})
+                value = current.updated(value)
             changes[key] = value
         return dataclasses.replace(self, **changes)
 

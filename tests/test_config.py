@@ -146,6 +146,23 @@ def test_changing_the_routing_drops_what_the_new_one_does_not_take():
         five.replace(routing="adaptive_lambda", iterations=5)
 
 
+def test_a_config_given_a_new_routing_as_a_dict_drops_what_it_does_not_take():
+    # Config.replace(model={"routing": "dynamic"}) on a λ = 3 entry raised "model.lam = 3.0 has no
+    # effect with 'dynamic' routing", a λ the caller never gave; ModelConfig.replace dropped it.
+    ara = load_config("ara-digits")
+    dra = ara.replace(model={"routing": "dynamic"})
+    assert (dra.model.routing, dra.model.lam, dra.model.iterations) == ("dynamic", 1.0, 3)
+    assert dra.model == ara.model.replace(routing="dynamic")
+    assert ara.replace(model={"routing": "dynamic", "iterations": 2}).model.iterations == 2
+    assert ara.replace(model={"conv_filters": 32}).model.lam == 3.0  # the routing kept: λ kept
+    with pytest.raises(ValueError, match="model.lam = 2.0 has no effect with 'dynamic'"):
+        ara.replace(model={"routing": "dynamic", "lam": 2.0})
+    with pytest.raises(ValueError, match="unknown model config key.*model.lamda"):
+        ara.replace(model={"lamda": 2.0})
+    with pytest.raises(ValueError, match="unknown routing 'dynamc'"):
+        ara.replace(model={"routing": "dynamc"})
+
+
 def test_hash_identifies_the_recipe_not_the_location():
     config = load_config("ara-mnist")
     assert config.sha256() == config.replace(data={"data_dir": "/elsewhere"}, name="other").sha256()
