@@ -8,7 +8,8 @@ assets/}`` with two signatures:
   that class: the dataset's for a run or zoo entry, else as given, else the id written out),
   ``class_capsules`` ``(batch, classes, dims)``.
 * ``predict_image_bytes``: ``image_bytes`` (a batch of encoded PNG/JPEG strings, as TF Serving's
-  REST API delivers ``{"b64": ...}`` values) -> decoded, converted to the model's channels,
+  REST API delivers ``{"b64": ...}`` values) -> decoded, turned upright by their EXIF
+  orientation (as viewers and ``capszoo predict`` show them), converted to the model's channels,
   resized to its input size, scaled to [0, 1], then the same outputs.
 
 The graph checks what is cheap to check (rank, size and channels, finite values in [0, 1]) and
@@ -71,17 +72,133 @@ def _serving_functions(model, class_names):
     def serve_images(images):
         return outputs(tf.ensure_shape(validate_images(images), [None, height, width, channels]))
 
-    def decode(data):
+    def decode(data_and_orientation):
+        data, orientation = data_and_orientation
         image = tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.float32)
-        return tf.image.resize(image, (height, width), method="bilinear")
+        # upright as viewers (and `capszoo predict`) show it, before the resize squeezes it
+        return tf.image.resize(upright(image, orientation), (height, width), method="bilinear")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_image_bytes(image_bytes):
-        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels],
-                                                                                   tf.float32))
+        images = tf.map_fn(decode, (image_bytes, exif_orientation(image_bytes)),
+                           fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
         return outputs(tf.clip_by_value(images, 0.0, 1.0))
 
     return serve_images, serve_image_bytes
+
+
+ORIENTATION_TAG = 0x0112
+JPEG_SEGMENTS_READ = 64  # markers before the scan; the APP1 "Exif" segment is nearly always first
+PNG_CHUNKS_READ = 64  # chunks before the first IDAT, where eXIf is written
+IFD_ENTRIES_READ = 64  # a photo's first IFD holds about a dozen
+
+
+def exif_orientation(data):
+    """The EXIF orientations (1-8) of encoded images (a string tensor of any shape), as graph ops:
+    read from a JPEG's APP1 ``Exif`` segment or a PNG's ``eXIf`` chunk before its image data; 1
+    (as stored) for other formats, or where there is none or it cannot be read. TensorFlow's
+    decoders ignore it, but a phone photo's pixels are stored sideways with an orientation that
+    viewers apply. A whole batch is read at once: its loops step through every image together."""
+    import tensorflow as tf
+
+    shape = tf.shape(data)
+    data = tf.reshape(data, [-1])
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    none = tf.fill(tf.shape(size), tf.constant(-1, tf.int64))
+
+    def substr(pos, n):  # data[pos:pos+n] of each image, shorter or empty past its end
+        pos = tf.cast(tf.clip_by_value(pos, 0, size), tf.int32)
+        return tf.strings.substr(data, pos, tf.fill(tf.shape(pos), n))
+
+    def octets(pos, n):  # data[pos:pos+n] of each image as n int64 values, zeros past its end
+        return tf.cast(tf.io.decode_raw(substr(pos, n), tf.uint8, fixed_length=n), tf.int64)
+
+    def walk(start, more, step, limit):  # step every image still to be read until none is
+        def go(pos, tiff, steps):
+            return (steps < limit) & tf.reduce_any(more(pos, tiff))
+
+        def advance(pos, tiff, steps):
+            active = more(pos, tiff)
+            next_pos, found = step(pos)
+            return (tf.where(active, next_pos, pos), tf.where(active & (found >= 0), found, tiff), steps + 1)
+
+        return tf.while_loop(go, advance, (start, none, tf.constant(0)))[1]
+
+    # JPEG: SOI, then marker segments (0xFF, marker, 2-byte big-endian length counting itself)
+    # until the scan (SOS) or the end (EOI).
+    def jpeg_more(pos, tiff):
+        marker = octets(pos, 2)
+        return ((tiff < 0) & (pos + 4 <= size) & tf.equal(marker[:, 0], 0xFF) & tf.not_equal(marker[:, 1], 0xDA)
+                & tf.not_equal(marker[:, 1], 0xD9))
+
+    def jpeg_segment(pos):
+        exif = tf.equal(octets(pos + 1, 1)[:, 0], 0xE1) & tf.equal(substr(pos + 4, 6), b"Exif\x00\x00")
+        return pos + 2 + tf.maximum(_unsigned(octets(pos + 2, 2), False), 2), tf.where(exif, pos + 10, -1)
+
+    jpeg = tf.equal(substr(tf.zeros_like(size), 2), b"\xff\xd8")
+    tiff = walk(tf.where(jpeg, tf.constant(2, tf.int64), size), jpeg_more, jpeg_segment, JPEG_SEGMENTS_READ)
+
+    # PNG: the signature, then chunks (4-byte big-endian data length, 4-byte type, data, CRC).
+    def png_more(pos, tiff):
+        return (tiff < 0) & (pos + 8 <= size) & tf.not_equal(substr(pos + 4, 4), b"IDAT")
+
+    def png_chunk(pos):
+        exif = tf.equal(substr(pos + 4, 4), b"eXIf")
+        return pos + 12 + _unsigned(octets(pos, 4), False), tf.where(exif, pos + 8, -1)
+
+    png = tf.equal(substr(tf.zeros_like(size), 8), b"\x89PNG\r\n\x1a\n")
+    tiff = tf.maximum(tiff, walk(tf.where(png, tf.constant(8, tf.int64), size), png_more, png_chunk, PNG_CHUNKS_READ))
+
+    # TIFF: byte order ("II" little-endian, "MM" big), 42, the first IFD's offset; the IFD: an
+    # entry count, then 12-byte entries (tag, type, count, value or offset).
+    order = substr(tiff, 2)
+    little = tf.equal(order, b"II")
+    valid = (tiff >= 0) & (little | tf.equal(order, b"MM")) & tf.equal(_unsigned(octets(tiff + 2, 2), little), 42)
+    ifd = tiff + _unsigned(octets(tiff + 4, 4), little)
+    count = _unsigned(octets(ifd, 2), little)
+    entries = tf.reshape(octets(ifd + 2, 12 * IFD_ENTRIES_READ), (-1, IFD_ENTRIES_READ, 12))
+
+    def field(start, n):  # each entry's n-byte unsigned integer at byte start
+        return _unsigned(entries[:, :, start:start + n], little[:, None])
+
+    kind = field(2, 2)  # SHORT (3), as the standard has it, or LONG (4)
+    value = tf.where(tf.equal(kind, 4), field(8, 4), field(8, 2))
+    hit = (tf.equal(field(0, 2), ORIENTATION_TAG) & (tf.range(IFD_ENTRIES_READ, dtype=tf.int64) < count[:, None])
+           & (tf.equal(kind, 3) | tf.equal(kind, 4)))
+    orientation = tf.gather(value, tf.argmax(tf.cast(hit, tf.int32), axis=1), batch_dims=1)
+    found = valid & tf.reduce_any(hit, axis=1) & (orientation >= 1) & (orientation <= 8)
+    return tf.reshape(tf.cast(tf.where(found, orientation, 1), tf.int32), shape)
+
+
+def _unsigned(octets, little):
+    """The unsigned integers spelled by the last axis of ``octets`` (int64 byte values), read
+    little-endian where ``little`` (a boolean, or a tensor of them broadcast against the result)
+    holds, else big-endian."""
+    import tensorflow as tf
+
+    n = octets.shape[-1]
+    weights = 256 ** np.arange(n, dtype=np.int64)  # place values, least significant first
+    return tf.where(little, tf.reduce_sum(octets * weights, -1), tf.reduce_sum(octets * weights[::-1], -1))
+
+
+def upright(image, orientation):
+    """One ``(H, W, C)`` image turned as EXIF ``orientation`` (1-8) says viewers show it."""
+    import tensorflow as tf
+
+    def swap(x):
+        return tf.transpose(x, (1, 0, 2))
+
+    turns = [
+        lambda: image,                              # 1: as stored
+        lambda: tf.reverse(image, [1]),             # 2: mirrored left-right
+        lambda: tf.reverse(image, [0, 1]),          # 3: rotated 180 degrees
+        lambda: tf.reverse(image, [0]),             # 4: mirrored top-bottom
+        lambda: swap(image),                        # 5: transposed
+        lambda: tf.reverse(swap(image), [1]),       # 6: shown turned 90 degrees clockwise
+        lambda: tf.reverse(swap(image), [0, 1]),    # 7: transversed
+        lambda: tf.reverse(swap(image), [0]),       # 8: shown turned 90 degrees counter-clockwise
+    ]
+    return tf.switch_case(tf.clip_by_value(orientation, 1, 8) - 1, turns)
 
 
 def _resolve_model(model_or_name, weights=None):

@@ -163,6 +163,123 @@ def test_image_bytes_are_converted_and_resized(exported):
     np.testing.assert_allclose(out["class_scores"].numpy(), model.predict(gray.numpy(), verbose=0), atol=1e-4)
 
 
+def _with_exif(image, fmt, orientation=None):
+    """``image`` (uint8, 2-D) encoded as PNG or JPEG by Pillow, with an EXIF orientation if given."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt, exif=exif)
+    return buffer.getvalue()
+
+
+SIDEWAYS = np.random.default_rng(1).integers(0, 256, (5, 3)).astype(np.uint8)  # no turn or mirror maps it to itself
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("orientation", [None, 1, 2, 3, 4, 5, 6, 7, 8, 0, 9])
+def test_the_exif_orientation_is_read_and_applied_as_pillow_does(fmt, orientation):
+    # TensorFlow's decoders ignore it: a served phone photo was classified as stored, sideways.
+    from PIL import ImageOps
+
+    from capszoo.export import exif_orientation, upright
+
+    data = _with_exif(SIDEWAYS, fmt, orientation)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.getexif().get(0x0112) == orientation  # Pillow wrote (and reads) the tag
+        shown = np.asarray(ImageOps.exif_transpose(image))
+    read = int(tf.function(exif_orientation)(tf.constant(data)))
+    assert read == (orientation if orientation in range(1, 9) else 1)
+    if fmt == "PNG":  # lossless: the turned pixels must be Pillow's exactly
+        stored = tf.io.decode_png(data, channels=1)
+        np.testing.assert_array_equal(upright(stored, tf.constant(read)).numpy()[..., 0], shown)
+
+
+def _tiff(orientation, little):
+    """A hand-built TIFF header and IFD: a Make entry (ASCII, stored at an offset) before the
+    Orientation (SHORT), in either byte order."""
+    import struct
+
+    e = "<" if little else ">"
+    make = b"capszoo\x00"
+    ifd = struct.pack(e + "H", 2)
+    ifd += struct.pack(e + "HHII", 0x010F, 2, len(make), 8 + 2 + 2 * 12 + 4)
+    ifd += struct.pack(e + "HHI", 0x0112, 3, 1) + struct.pack(e + "HH", orientation, 0)
+    ifd += struct.pack(e + "I", 0)  # no next IFD
+    return (b"II" if little else b"MM") + struct.pack(e + "HI", 42, 8) + ifd + make
+
+
+@pytest.mark.parametrize("little", [True, False])
+def test_a_big_or_little_endian_exif_after_a_jfif_segment_is_found(little):
+    import struct
+
+    from capszoo.export import exif_orientation
+
+    plain = _with_exif(SIDEWAYS, "JPEG")
+    assert plain[2:4] == b"\xff\xe0"  # Pillow writes JFIF's APP0 first; the Exif APP1 goes after it
+    app0_end = 4 + struct.unpack(">H", plain[4:6])[0]
+    payload = b"Exif\x00\x00" + _tiff(6, little)
+    data = plain[:app0_end] + b"\xff\xe1" + struct.pack(">H", 2 + len(payload)) + payload + plain[app0_end:]
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.getexif().get(0x0112) == 6  # the independent reader agrees on the hand-built bytes
+    assert int(tf.function(exif_orientation)(tf.constant(data))) == 6
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\xff\xd8", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00MM\x00*",  # empty, truncated
+    b"\xff\xd8\xff\xe1\x00\x20Exif\x00\x00MM\x00*\xff\xff\xff\xf0" + bytes(20),  # IFD offset past the end
+    b"\xff\xd8\xff\xe1\x00\x1aExif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff" + bytes(4),  # 65535 entries claimed
+    b"\xff\xd8\xff\xe1\x00\x30http://ns.adobe.com/xap/1.0/\x00" + bytes(16),  # an XMP APP1, not Exif
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\x08eXIfII*\x00\xff\xff\xff\xff",  # eXIf pointing nowhere
+    b"\x89PNG\r\n\x1a\n\xff\xff\xff\xffIHDR",  # a chunk length past the end
+    b"GIF89a" + bytes(20), b"garbage" * 10,
+])
+def test_unreadable_exif_means_as_stored_and_never_an_error(data):
+    from capszoo.export import exif_orientation
+
+    assert int(tf.function(exif_orientation)(tf.constant(data))) == 1
+
+
+def test_a_batch_is_read_image_by_image():
+    # The loops step through a whole batch together: each image must keep its own answer, whatever
+    # its format and however many segments or chunks the others have.
+    from capszoo.export import exif_orientation
+
+    batch = [_with_exif(SIDEWAYS, "PNG", 6), _with_exif(SIDEWAYS, "JPEG"), b"garbage",
+             _with_exif(SIDEWAYS, "JPEG", 3), _with_exif(SIDEWAYS, "PNG"), _with_exif(SIDEWAYS, "JPEG", 8), b""]
+    read = tf.function(exif_orientation)(tf.constant(batch)).numpy().tolist()
+    assert read == [6, 1, 1, 3, 1, 8, 1]
+    assert tf.function(exif_orientation)(tf.constant([batch[:2], batch[3:5]])).numpy().tolist() == [[6, 1], [3, 1]]
+
+
+def test_served_photos_are_classified_upright_as_capszoo_predict_reads_them(tmp_path):
+    from sklearn.datasets import load_digits
+
+    import capszoo
+    from capszoo.runs import load_image
+
+    model = capszoo.load("ara-digits", compile=False)  # trained: its scores mean something
+    signature = tf.saved_model.load(str(export_saved_model(model, tmp_path / "serving"))).signatures[
+        "predict_image_bytes"]
+    digits = load_digits()
+    seven = digits.images[list(digits.target).index(7)]
+    shown = np.kron(seven * 255 / 16, np.ones((4, 4))).astype(np.uint8)  # 32 x 32, light on black
+    stored = np.ascontiguousarray(np.rot90(shown))  # a camera held sideways stores the pixels turned...
+    photo = _with_exif(stored, "JPEG", 6)  # ...and says: turn 90 degrees clockwise to show it
+    (tmp_path / "photo.jpg").write_bytes(photo)
+
+    def served(data):
+        return signature(image_bytes=tf.constant([data]))["class_scores"].numpy()[0]
+
+    scores = served(photo)
+    assert scores.argmax() == 7
+    np.testing.assert_allclose(scores, served(_with_exif(shown, "PNG")), atol=0.02)  # JPEG's loss aside
+    on_file = model.predict(load_image(tmp_path / "photo.jpg", (28, 28, 1))[None], verbose=0)[0]
+    np.testing.assert_allclose(scores, on_file, atol=0.02)  # as `capszoo predict` reads the file
+    as_stored = served(_with_exif(stored, "JPEG"))  # what was served before, for this photo
+    assert as_stored.argmax() != 7 and np.abs(as_stored - scores).max() > 0.2
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((2, 12, 12), np.float32), r"images must have shape \(batch, 12, 12, 1\); got shape.*2 12 12"),
     (np.zeros((2, 12, 12, 3), np.float32), r"images must have shape \(batch, 12, 12, 1\); got shape.*2 12 12 3"),
@@ -241,16 +358,19 @@ def test_cli_export(tiny_config_path, tmp_path, capsys):
     assert "give a MODEL to export, or --models-config DIR" in capsys.readouterr().err
 
 
-def test_serving_latency_tool_smoke(tmp_path):
+@pytest.mark.parametrize("signature", ["serving_default", "predict_image_bytes"])
+def test_serving_latency_tool_smoke(tmp_path, signature):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "latency.json"
     run = subprocess.run([sys.executable, str(root / "tools" / "serving_latency.py"), "--configs", "ara-digits",
-                          "--batches", "1,4", "--repeats", "2", "--warmup", "1", "--json", str(out)],
+                          "--batches", "1,4", "--repeats", "2", "--warmup", "1", "--json", str(out),
+                          "--signature", signature],
                          capture_output=True, text=True, cwd=root, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(out.read_text())["signature"] == signature and run.stdout.startswith(signature)
     rows = json.loads(out.read_text())["rows"]
     assert [(r["model"], r["batch"]) for r in rows] == [("ara-digits", 1), ("ara-digits", 4)]
     assert all(r["median_ms"] > 0 for r in rows) and "| ara-digits | 4 |" in run.stdout

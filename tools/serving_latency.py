@@ -1,4 +1,5 @@
-"""CPU latency of exported SavedModels through their ``serving_default`` signature.
+"""CPU latency of exported SavedModels through their ``serving_default`` signature (or, with
+``--signature predict_image_bytes``, through that one, given the same images as JPEG files).
 
 Exports each model (a zoo config's architecture; latency does not depend on the weights' values,
 so untrained weights are used unless ``--run`` names a trained run folder), loads it with plain
@@ -28,6 +29,7 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,128")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--signature", default="serving_default", choices=["serving_default", "predict_image_bytes"])
     parser.add_argument("--json", default="bench-results/serving_latency.json")
     args = parser.parse_args(argv)
 
@@ -45,16 +47,19 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as base:
         for name, model in sources:
             path = export_saved_model(model, base, name=name)
-            signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-            shape = signature.structured_input_signature[1]["images"].shape[1:]
+            loaded = tf.saved_model.load(str(path))
+            signature = loaded.signatures[args.signature]
+            shape = loaded.signatures["serving_default"].structured_input_signature[1]["images"].shape[1:]
             for batch in batches:
-                images = tf.constant(np.random.default_rng(0).random((batch, *shape), dtype=np.float32))
+                pixels = np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8)
+                inputs = ({"images": tf.constant(pixels / np.float32(255))} if args.signature == "serving_default"
+                          else {"image_bytes": tf.stack([tf.io.encode_jpeg(p) for p in pixels])})
                 for _ in range(args.warmup):
-                    signature(images=images)["class_scores"].numpy()
+                    signature(**inputs)["class_scores"].numpy()
                 times = []
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    signature(images=images)["class_scores"].numpy()
+                    signature(**inputs)["class_scores"].numpy()
                     times.append(time.perf_counter() - start)
                 times.sort()
                 rows.append({"model": name, "batch": batch, "median_ms": 1000 * statistics.median(times),
@@ -62,10 +67,11 @@ def main(argv=None):
                              "images_per_s": batch / statistics.median(times)})
                 print(f"  {name} batch {batch}: {rows[-1]['median_ms']:.1f} ms", file=sys.stderr, flush=True)
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__},
-              "repeats": args.repeats, "rows": rows}
+              "signature": args.signature, "repeats": args.repeats, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"{args.repeats} timed calls after {args.warmup} warm-up calls, {os.cpu_count()} CPUs, TF {tf.__version__}\n")
+    print(f"{args.signature}: {args.repeats} timed calls after {args.warmup} warm-up calls, {os.cpu_count()} CPUs, "
+          f"TF {tf.__version__}\n")
     print("| model | batch | median (ms) | p90 (ms) | images/s |\n|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['batch']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['images_per_s']:.0f} |")
