@@ -10,7 +10,7 @@ assets/}`` with two signatures:
 * ``predict_image_bytes``: ``image_bytes`` (a batch of encoded PNG/JPEG strings, as TF Serving's
   REST API delivers ``{"b64": ...}`` values) -> decoded, turned upright by their EXIF
   orientation (as viewers and ``capszoo predict`` show them), converted to the model's channels,
-  resized to its input size, scaled to [0, 1], then the same outputs.
+  resized to its input size as Pillow resizes, scaled to [0, 1], then the same outputs.
 
 The graph checks what is cheap to check (rank, size and channels, finite values in [0, 1]) and
 fails with a message naming the problem. This module is
@@ -72,19 +72,31 @@ def _serving_functions(model, class_names):
     def serve_images(images):
         return outputs(tf.ensure_shape(validate_images(images), [None, height, width, channels]))
 
-    def decode(data_and_orientation):
-        data, orientation = data_and_orientation
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.float32)
-        # upright as viewers (and `capszoo predict`) show it, before the resize squeezes it
-        return tf.image.resize(upright(image, orientation), (height, width), method="bilinear")
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_image_bytes(image_bytes):
-        images = tf.map_fn(decode, (image_bytes, exif_orientation(image_bytes)),
+        images = tf.map_fn(lambda args: decode_image(*args, (height, width, channels)),
+                           (image_bytes, exif_orientation(image_bytes)),
                            fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
         return outputs(tf.clip_by_value(images, 0.0, 1.0))
 
     return serve_images, serve_image_bytes
+
+
+def decode_image(data, orientation, input_shape):
+    """One encoded PNG/JPEG (a scalar string tensor) -> float32 ``input_shape`` in [0, 1], as
+    ``capszoo.runs.load_image`` reads a file: turned upright by its EXIF ``orientation`` (from
+    :func:`exif_orientation`), converted to the model's channels, resized with Pillow's bilinear
+    filter, which averages over the pixels it shrinks (TF's plain bilinear samples four of them
+    and aliases a photo shrunk to 28 x 28 into a different picture)."""
+    import tensorflow as tf
+
+    height, width, channels = input_shape
+    image = upright(tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.float32),
+                    orientation)
+    sized = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))  # the filter would copy it: skip it
+    image = tf.cond(sized, lambda: image,
+                    lambda: tf.image.resize(image, (height, width), method="bilinear", antialias=True))
+    return tf.ensure_shape(image, (height, width, channels))
 
 
 ORIENTATION_TAG = 0x0112

@@ -159,7 +159,8 @@ def test_image_bytes_are_converted_and_resized(exported):
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG")
     out = loaded.signatures["predict_image_bytes"](image_bytes=tf.constant([buffer.getvalue()]))
-    gray = tf.image.resize(tf.image.rgb_to_grayscale(tf.io.decode_jpeg(buffer.getvalue()))[None] / 255, (12, 12))
+    gray = tf.image.resize(tf.image.rgb_to_grayscale(tf.io.decode_jpeg(buffer.getvalue()))[None] / 255, (12, 12),
+                           antialias=True)
     np.testing.assert_allclose(out["class_scores"].numpy(), model.predict(gray.numpy(), verbose=0), atol=1e-4)
 
 
@@ -252,6 +253,26 @@ def test_a_batch_is_read_image_by_image():
     assert tf.function(exif_orientation)(tf.constant([batch[:2], batch[3:5]])).numpy().tolist() == [[6, 1], [3, 1]]
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(240, 320), (61, 45), (8, 8)])
+def test_image_bytes_are_decoded_and_resized_as_capszoo_predict_reads_a_file(tmp_path, size, channels):
+    # Shrinking a photo with TF's plain bilinear resize samples four pixels per output pixel:
+    # a grainy 240 x 320 photo came out 0.15 gray levels (in [0, 1]) from what `capszoo predict`
+    # (Pillow) sees, on average.
+    from capszoo.export import decode_image
+    from capszoo.runs import load_image
+
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 256, (*size, 3)).astype(np.uint8)
+    photo[size[0] // 4:size[0] // 3] = 255  # some structure on the grain
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    shape = (28, 28, channels)
+    served = tf.function(decode_image)(tf.constant(path.read_bytes()), tf.constant(1), shape).numpy()
+    # Pillow rounds to 8 bits after resizing and converting; TF keeps floats
+    np.testing.assert_allclose(served, load_image(path, shape), atol=3 / 255)
+
+
 def test_served_photos_are_classified_upright_as_capszoo_predict_reads_them(tmp_path):
     from sklearn.datasets import load_digits
 
@@ -265,17 +286,21 @@ def test_served_photos_are_classified_upright_as_capszoo_predict_reads_them(tmp_
     seven = digits.images[list(digits.target).index(7)]
     shown = np.kron(seven * 255 / 16, np.ones((4, 4))).astype(np.uint8)  # 32 x 32, light on black
     stored = np.ascontiguousarray(np.rot90(shown))  # a camera held sideways stores the pixels turned...
-    photo = _with_exif(stored, "JPEG", 6)  # ...and says: turn 90 degrees clockwise to show it
-    (tmp_path / "photo.jpg").write_bytes(photo)
 
     def served(data):
         return signature(image_bytes=tf.constant([data]))["class_scores"].numpy()[0]
 
+    def predicted(data, name):  # as `capszoo predict` reads the file
+        (tmp_path / name).write_bytes(data)
+        return model.predict(load_image(tmp_path / name, (28, 28, 1))[None], verbose=0)[0]
+
+    photo = _with_exif(stored, "JPEG", 6)  # ...and says: turn 90 degrees clockwise to show it
     scores = served(photo)
     assert scores.argmax() == 7
-    np.testing.assert_allclose(scores, served(_with_exif(shown, "PNG")), atol=0.02)  # JPEG's loss aside
-    on_file = model.predict(load_image(tmp_path / "photo.jpg", (28, 28, 1))[None], verbose=0)[0]
-    np.testing.assert_allclose(scores, on_file, atol=0.02)  # as `capszoo predict` reads the file
+    np.testing.assert_allclose(scores, predicted(photo, "photo.jpg"), atol=0.03)  # TF's and Pillow's JPEG decoders
+    lossless = _with_exif(stored, "PNG", 6)
+    np.testing.assert_allclose(served(lossless), predicted(lossless, "photo.png"), atol=0.005)  # Pillow's 8 bits
+    np.testing.assert_allclose(served(lossless), served(_with_exif(shown, "PNG")), atol=1e-5)
     as_stored = served(_with_exif(stored, "JPEG"))  # what was served before, for this photo
     assert as_stored.argmax() != 7 and np.abs(as_stored - scores).max() > 0.2
 
