@@ -12,8 +12,8 @@ assets/}`` with two signatures:
   orientation (as viewers and ``capszoo predict`` show them), converted to the model's channels,
   resized to its input size as Pillow resizes, scaled to [0, 1], then the same outputs.
 
-The graph checks what is cheap to check (rank, size and channels, finite values in [0, 1]) and
-fails with a message naming the problem. This module is
+The graph checks what is cheap to check (rank, size and channels, finite values in [0, 1], no
+transparent pixels in an encoded image) and fails with a message naming the problem. This module is
 TensorFlow-specific on purpose: export is where TF belongs.
 """
 
@@ -84,15 +84,30 @@ def _serving_functions(model, class_names):
 
 def decode_image(data, orientation, input_shape):
     """One encoded PNG/JPEG (a scalar string tensor) -> float32 ``input_shape`` in [0, 1], as
-    ``capszoo.runs.load_image`` reads a file: turned upright by its EXIF ``orientation`` (from
-    :func:`exif_orientation`), converted to the model's channels, resized with Pillow's bilinear
-    filter, which averages over the pixels it shrinks (TF's plain bilinear samples four of them
-    and aliases a photo shrunk to 28 x 28 into a different picture)."""
+    ``capszoo.runs.load_image`` reads a file: refused if it has transparent pixels, turned upright
+    by its EXIF ``orientation`` (from :func:`exif_orientation`), converted to gray or RGB,
+    resized with Pillow's bilinear filter, which averages over the pixels it shrinks (TF's plain
+    bilinear samples four of them and aliases a photo shrunk to 28 x 28 into a different picture)."""
     import tensorflow as tf
 
     height, width, channels = input_shape
-    image = upright(tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.float32),
-                    orientation)
+    image = tf.io.decode_image(data, expand_animations=False, dtype=tf.float32)  # as stored: 1 to 4 channels
+    stored = tf.shape(image)[-1]
+    alpha = tf.equal(stored % 2, 0)  # gray and alpha, or RGBA
+    # What lies under transparent pixels (often black, the zoo's background too) is not what a
+    # viewer shows: refused, as `capszoo predict` refuses it, rather than silently classified.
+    opaque = tf.logical_or(tf.logical_not(alpha), tf.reduce_min(image[..., -1]) >= 1.0)
+    with tf.control_dependencies([tf.debugging.Assert(opaque, [
+            "image has transparent pixels: flatten it onto the background you mean (the zoo's datasets "
+            "have opaque images, MNIST's light digits on black)"])]):
+        image = tf.cond(alpha, lambda: image[..., :-1], lambda: tf.identity(image))
+    if channels == 1:
+        image = tf.cond(tf.equal(tf.shape(image)[-1], 3), lambda: tf.image.rgb_to_grayscale(
+            tf.ensure_shape(image, (None, None, 3))), lambda: image)
+    else:
+        image = tf.cond(tf.equal(tf.shape(image)[-1], 1), lambda: tf.image.grayscale_to_rgb(
+            tf.ensure_shape(image, (None, None, 1))), lambda: image)
+    image = upright(tf.ensure_shape(image, (None, None, channels)), orientation)
     sized = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))  # the filter would copy it: skip it
     image = tf.cond(sized, lambda: image,
                     lambda: tf.image.resize(image, (height, width), method="bilinear", antialias=True))

@@ -273,6 +273,34 @@ def test_image_bytes_are_decoded_and_resized_as_capszoo_predict_reads_a_file(tmp
     np.testing.assert_allclose(served, load_image(path, shape), atol=3 / 255)
 
 
+def _png(image, mode, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode).save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def test_transparent_images_are_refused_as_capszoo_predict_refuses_them(exported):
+    # Their alpha was dropped and what lay under it classified, silently: often black, the zoo's
+    # background, so a light-on-dark drawing on a transparent canvas passed for another picture.
+    _, models, _ = exported
+    signature = tf.saved_model.load(str(models["dynamic"][1])).signatures["predict_image_bytes"]
+    gray = np.zeros((12, 12), np.uint8)
+    gray[3:9, 5:7] = 220
+    cutout = np.where(gray > 0, 255, 0).astype(np.uint8)
+    opaque = np.full_like(gray, 255)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    for data in (_png(np.dstack([rgb, cutout]), "RGBA"), _png(np.dstack([gray, cutout]), "LA"),
+                 _png(gray, "P", transparency=0)):  # a palette entry marked transparent
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image has transparent pixels: flatten it"):
+            signature(image_bytes=tf.constant([_png(gray, "L"), data]))
+    def scores(data):
+        return signature(image_bytes=tf.constant([data]))["class_scores"].numpy()
+
+    # an opaque alpha channel changes nothing
+    np.testing.assert_array_equal(scores(_png(np.dstack([gray, opaque]), "LA")), scores(_png(gray, "L")))
+    np.testing.assert_array_equal(scores(_png(np.dstack([rgb, opaque]), "RGBA")), scores(_png(rgb, "RGB")))
+
+
 def test_served_photos_are_classified_upright_as_capszoo_predict_reads_them(tmp_path):
     from sklearn.datasets import load_digits
 
