@@ -273,6 +273,17 @@ def test_image_bytes_are_decoded_and_resized_as_capszoo_predict_reads_a_file(tmp
     np.testing.assert_allclose(served, load_image(path, shape), atol=3 / 255)
 
 
+def test_16_bit_gray_images_are_scaled_by_their_own_white_as_capszoo_predict_does(tmp_path):
+    from capszoo.export import decode_image
+    from capszoo.runs import load_image
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 65536, (40, 30)).astype(np.uint16)).save(path)
+    for shape in ((28, 28, 1), (28, 28, 3)):
+        served = tf.function(decode_image)(tf.constant(path.read_bytes()), tf.constant(1), shape).numpy()
+        np.testing.assert_allclose(served, load_image(path, shape), atol=1e-5)
+
+
 def _png(image, mode, **options):
     buffer = io.BytesIO()
     Image.fromarray(image, mode).save(buffer, format="PNG", **options)
