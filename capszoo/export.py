@@ -92,11 +92,13 @@ def decode_image(data, orientation, input_shape):
 
     height, width, channels = input_shape
     image = tf.io.decode_image(data, expand_animations=False, dtype=tf.float32)  # as stored: 1 to 4 channels
-    stored = tf.shape(image)[-1]
-    alpha = tf.equal(stored % 2, 0)  # gray and alpha, or RGBA
+    alpha = tf.equal(tf.shape(image)[-1] % 2, 0)  # gray and alpha, or RGBA
     # What lies under transparent pixels (often black, the zoo's background too) is not what a
     # viewer shows: refused, as `capszoo predict` refuses it, rather than silently classified.
-    opaque = tf.logical_or(tf.logical_not(alpha), tf.reduce_min(image[..., -1]) >= 1.0)
+    # Only a PNG's alpha is read so: a 32-bit BMP's fourth byte is often 0 and unused (Pillow,
+    # and so `capszoo predict`, reads such a file as RGB).
+    png = tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE)
+    opaque = tf.logical_not(alpha & png) | (tf.reduce_min(image[..., -1]) >= 1.0)
     with tf.control_dependencies([tf.debugging.Assert(opaque, [
             "image has transparent pixels: flatten it onto the background you mean (the zoo's datasets "
             "have opaque images, MNIST's light digits on black)"])]):
@@ -114,6 +116,7 @@ def decode_image(data, orientation, input_shape):
     return tf.ensure_shape(image, (height, width, channels))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ORIENTATION_TAG = 0x0112
 JPEG_SEGMENTS_READ = 64  # markers before the scan; the APP1 "Exif" segment is nearly always first
 PNG_CHUNKS_READ = 64  # chunks before the first IDAT, where eXIf is written
@@ -173,7 +176,7 @@ def exif_orientation(data):
         exif = tf.equal(substr(pos + 4, 4), b"eXIf")
         return pos + 12 + _unsigned(octets(pos, 4), False), tf.where(exif, pos + 8, -1)
 
-    png = tf.equal(substr(tf.zeros_like(size), 8), b"\x89PNG\r\n\x1a\n")
+    png = tf.equal(substr(tf.zeros_like(size), 8), PNG_SIGNATURE)
     tiff = tf.maximum(tiff, walk(tf.where(png, tf.constant(8, tf.int64), size), png_more, png_chunk, PNG_CHUNKS_READ))
 
     # TIFF: byte order ("II" little-endian, "MM" big), 42, the first IFD's offset; the IFD: an

@@ -310,6 +310,12 @@ def test_transparent_images_are_refused_as_capszoo_predict_refuses_them(exported
     # an opaque alpha channel changes nothing
     np.testing.assert_array_equal(scores(_png(np.dstack([gray, opaque]), "LA")), scores(_png(gray, "L")))
     np.testing.assert_array_equal(scores(_png(np.dstack([rgb, opaque]), "RGBA")), scores(_png(rgb, "RGB")))
+    # A 32-bit BMP's fourth byte is often 0 and unused: Pillow (and so `capszoo predict`) reads it
+    # as RGB, and so does the graph, rather than refusing it as transparent.
+    bmp = io.BytesIO()
+    Image.fromarray(np.dstack([rgb, np.zeros_like(gray)]), "RGBA").save(bmp, format="BMP")
+    assert tf.io.decode_image(bmp.getvalue()).shape[-1] == 4 and Image.open(bmp).mode == "RGB"
+    np.testing.assert_allclose(scores(bmp.getvalue()), scores(_png(rgb, "RGB")), rtol=1e-5)
 
 
 def test_served_photos_are_classified_upright_as_capszoo_predict_reads_them(tmp_path):
