@@ -90,6 +90,8 @@ def decode_image(data, orientation, input_shape):
     bilinear samples four of them and aliases a photo shrunk to 28 x 28 into a different picture)."""
     import tensorflow as tf
 
+    from capszoo.runs import TRANSPARENT
+
     height, width, channels = input_shape
     image = tf.io.decode_image(data, expand_animations=False, dtype=tf.float32)  # as stored: 1 to 4 channels
     alpha = tf.equal(tf.shape(image)[-1] % 2, 0)  # gray and alpha, or RGBA
@@ -99,9 +101,7 @@ def decode_image(data, orientation, input_shape):
     # and so `capszoo predict`, reads such a file as RGB).
     png = tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE)
     opaque = tf.logical_not(alpha & png) | (tf.reduce_min(image[..., -1]) >= 1.0)
-    with tf.control_dependencies([tf.debugging.Assert(opaque, [
-            "image has transparent pixels: flatten it onto the background you mean (the zoo's datasets "
-            "have opaque images, MNIST's light digits on black)"])]):
+    with tf.control_dependencies([tf.debugging.Assert(opaque, [f"image {TRANSPARENT}"])]):
         image = tf.cond(alpha, lambda: image[..., :-1], lambda: tf.identity(image))
     if channels == 1:
         image = tf.cond(tf.equal(tf.shape(image)[-1], 3), lambda: tf.image.rgb_to_grayscale(

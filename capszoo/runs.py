@@ -11,6 +11,9 @@ from capszoo.config import load_config, zoo_entry_file
 
 METRICS_FILE = "metrics.json"
 EARLIER_METRICS = "metrics-epoch-{:04d}.json"  # a resumed run's predecessor, by the epochs it ended at
+# What `load_image` and the served graph (capszoo.export.decode_image) say of a transparent image
+TRANSPARENT = ("has transparent pixels: flatten it onto the background you mean (the zoo's datasets have "
+               "opaque images, MNIST's light digits on black)")
 # What a model card keeps of each run behind its weights (``training_runs``), besides its epochs.
 RUN_ACCOUNT = ("wall_time_s", "images_per_s", "hardware", "versions", "data_pipeline")
 
@@ -276,8 +279,7 @@ def load_image(path, input_shape):
             image = ImageOps.exif_transpose(image)
             transparency = "A" in image.getbands() or "transparency" in image.info
             if transparency and np.asarray(image.convert("RGBA"))[..., 3].min() < 255:
-                raise ValueError(f"{path} has transparent pixels: flatten it onto the background you mean "
-                                 "(the zoo's datasets have opaque images, MNIST's light digits on black)")
+                raise ValueError(f"{path} {TRANSPARENT}")
             # 16-bit grayscale ("I" from Pillow before 10 too; PNG has no 32-bit): "L" would clip it at 255
             if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
                 image, white = Image.fromarray(np.asarray(image, dtype=np.float32)), 65535.0
