@@ -320,7 +320,8 @@ class DataConfig(_Section):
         data_dir: the offline folder; ``CAPSZOO_DATA_DIR`` is used when this is empty.
         image_size: ``(height, width)`` the images are brought to, or empty to keep them.
         resize: how: ``pad`` (zero padding around the centred image; it must fit) or
-            ``bilinear`` (resampling).
+            ``bilinear`` (resampling; averaging over the pixels it shrinks, as Pillow's filter in
+            ``capszoo predict`` does).
         shift_pixels: random translation of up to this many pixels with zero padding, training
             batches only (2 for CIFAR-10 and SVHN in the paper, 0 otherwise).
         horizontal_flip: mirror each training image left-right with probability 1/2 (the papers

@@ -311,7 +311,12 @@ def split_arrays(arrays: Arrays, data_config: DataConfig) -> Splits:
 # ---- preprocessing (pure functions of a batch) ----
 
 def scale_and_resize(images, data_config: DataConfig):
-    """uint8 ``(batch, H, W, C)`` -> float32 in [0, 1] at ``data_config.image_shape``."""
+    """uint8 ``(batch, H, W, C)`` -> float32 in [0, 1] at ``data_config.image_shape``.
+
+    ``bilinear`` averages over the pixels it shrinks (``antialias``), as Pillow's filter does in
+    ``capszoo predict`` and the served ``predict_image_bytes`` does: a model is trained on what it
+    is later shown. Upsampling is TF's plain bilinear either way.
+    """
     import tensorflow as tf
 
     x = tf.cast(images, tf.float32) / 255.0
@@ -320,7 +325,8 @@ def scale_and_resize(images, data_config: DataConfig):
         if data_config.resize == "pad":
             x = tf.image.resize_with_crop_or_pad(x, height, width)
         else:
-            x = tf.clip_by_value(tf.image.resize(x, (height, width), method="bilinear"), 0.0, 1.0)
+            x = tf.clip_by_value(tf.image.resize(x, (height, width), method="bilinear", antialias=True),
+                                 0.0, 1.0)
     return x
 
 
@@ -449,7 +455,7 @@ def scale_and_resize_numpy(images, data_config: DataConfig):
             top, left = (height - x.shape[1]) // 2, (width - x.shape[2]) // 2
             x = np.pad(x, [(0, 0), (top, height - x.shape[1] - top), (left, width - x.shape[2] - left), (0, 0)])
         else:
-            resized = keras.ops.image.resize(x, (height, width), interpolation="bilinear", antialias=False,
+            resized = keras.ops.image.resize(x, (height, width), interpolation="bilinear", antialias=True,
                                              data_format="channels_last")
             x = np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0).astype(np.float32)
     return x

@@ -169,6 +169,30 @@ def test_both_pipelines_give_identical_evaluation_batches(tmp_path):
     np.testing.assert_array_equal(scale_and_resize_numpy(load_splits(padded).test[0], padded.data)[:, :2], 0.0)
 
 
+def pillow_bilinear(images, size):
+    """Pillow's BILINEAR on float images, channel by channel: the filter `capszoo predict` reads a
+    file with, which averages over the pixels it shrinks."""
+    from PIL import Image
+
+    return np.stack([np.stack([np.asarray(Image.fromarray(image[:, :, c], "F").resize(size[::-1], Image.BILINEAR))
+                               for c in range(image.shape[-1])], axis=-1) for image in images])
+
+
+@pytest.mark.parametrize("pipeline", [pytest.param("numpy", marks=pytest.mark.any_backend), "tf"])
+@pytest.mark.parametrize("native", [(64, 48), (32, 32), (13, 40), (8, 8)])
+def test_bilinear_resizing_averages_what_it_shrinks_as_capszoo_predict_does(pipeline, native):
+    # Plain bilinear samples four pixels per output pixel: a model trained on images it shrank
+    # so would be shown different ones by `capszoo predict` and the served `predict_image_bytes`.
+    # (64, 48) and (32, 32) shrink, (13, 40) stretches one side and shrinks the other, (8, 8) grows.
+    cfg = Config(model={"input_shape": [28, 28, 3]}, data={"dataset": "cifar10", "image_size": [28, 28],
+                                                           "resize": "bilinear"})
+    images = np.random.default_rng(7).integers(0, 256, (3, *native, 3)).astype(np.uint8)
+    resize = scale_and_resize_numpy if pipeline == "numpy" else data.scale_and_resize
+    ours = np.asarray(resize(images, cfg.data))
+    assert ours.shape == (3, 28, 28, 3) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, pillow_bilinear(images.astype(np.float32) / 255, (28, 28)), atol=1e-5)
+
+
 @pytest.mark.any_backend
 def test_training_and_evaluation_on_the_numpy_pipeline(tiny_config_path, tmp_path, monkeypatch):
     from capszoo.runs import load_trained
