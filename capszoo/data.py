@@ -313,9 +313,9 @@ def split_arrays(arrays: Arrays, data_config: DataConfig) -> Splits:
 def scale_and_resize(images, data_config: DataConfig):
     """uint8 ``(batch, H, W, C)`` -> float32 in [0, 1] at ``data_config.image_shape``.
 
-    ``bilinear`` averages over the pixels it shrinks (``antialias``), as Pillow's filter does in
-    ``capszoo predict`` and the served ``predict_image_bytes`` does: a model is trained on what it
-    is later shown. Upsampling is TF's plain bilinear either way.
+    ``bilinear`` averages over the pixels it shrinks (``antialias``), as Pillow's filter in
+    ``capszoo predict`` and the served ``predict_image_bytes`` do: a model is trained on what it
+    is later shown. Growing an image is plain bilinear either way.
     """
     import tensorflow as tf
 
