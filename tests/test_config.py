@@ -284,7 +284,8 @@ def test_the_fifth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_ther
     """A member that ended on the CPU is not run again by a loan: the rule reads only the other
     member's run, and the CPU score competes with it (even a falsy one is never replaced)."""
     rule = _loan_rule("choose_fifth_loan")
-    assert rule.FINISHED_ON_CPU == {"fa-s1-flip": 0.9150}  # ended on the CPU (runs/cpu-s31), under 0.9247
+    # both ended on the CPU (runs/cpu-s31 and runs/cpu-s38), under 0.9247
+    assert rule.FINISHED_ON_CPU == {"fa-s1-flip": 0.9150, "fa-s1-d97-e80-flip": 0.9225}
     read = []
 
     def loan_runs(run):
@@ -292,7 +293,10 @@ def test_the_fifth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_ther
         return {"fa-s1-d97-e80-flip": 0.9250}[read[-1]]
 
     monkeypatch.setattr(rule, "final_val_accuracy", loan_runs)
-    rule.main()  # as recorded: fa-s1-flip's 0.9150 leaves the choice to fa-s1-d97-e80-flip against 0.9247
+    rule.main()  # as recorded: no run is read, and neither member beats 0.9247
+    assert read == [] and capsys.readouterr().out == "none\n"
+    monkeypatch.setattr(rule, "FINISHED_ON_CPU", {"fa-s1-flip": 0.9150})  # before fa-s1-d97-e80-flip ended
+    rule.main()  # fa-s1-flip's 0.9150 leaves the choice to a loan's fa-s1-d97-e80-flip against 0.9247
     assert read == ["fa-s1-d97-e80-flip"] and capsys.readouterr().out == "ta-s1-d97-e80-flip\n"
     read.clear()
     monkeypatch.setattr(rule, "FINISHED_ON_CPU", {"fa-s1-flip": 0.9260})
