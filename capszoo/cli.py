@@ -168,7 +168,7 @@ def cmd_train(args):
         _, metrics = train(args.config, out_dir=args.out, epochs=args.epochs, data_dir=args.data_dir,
                            resume=args.resume, distribute=args.distribute, verbose=args.verbose,
                            time_limit=args.time_limit, precision=args.precision, test=args.test,
-                           from_zoo=args.from_zoo)
+                           from_zoo=args.from_zoo, from_run=args.from_run)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{run_folder(args.config, args.out)} keeps a checkpoint of each finished epoch: "
                                 "the same command with --resume continues from the last") from None
@@ -487,6 +487,9 @@ def build_parser():
     train.add_argument("--from-zoo", action="store_true",
                        help="continue the zoo entry's published weights from the epoch its card ends at, with a "
                             "fresh optimizer (the weights carry none), in a new --out folder; then --resume it")
+    train.add_argument("--from-run", metavar="RUN_DIR",
+                       help="continue the final weights of a finished run folder with this config's recipe (the "
+                            "same model), from the epoch it ended at, with a fresh optimizer, in a new --out folder")
     train.add_argument("--time-limit", type=float, metavar="SECONDS",
                        help="start no epoch that would end past SECONDS of training (judged by the longest epoch so "
                             "far); the run still saves, evaluates and can be --resume'd")

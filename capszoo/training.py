@@ -11,8 +11,9 @@ A run folder holds::
     metrics-epoch-NNNN.json
                            a resumed run's predecessor's metrics.json, by the epochs it ended
                            at (the card adds up every run's wall time)
-    warm_starts.json       only in a run that continues a published zoo entry: where the
-                           optimizer started afresh (:func:`warm_start_from_zoo`)
+    warm_starts.json       only in a run that continues a published zoo entry or another
+                           run's weights: where the optimizer started afresh
+                           (:func:`warm_start_from_zoo`, :func:`warm_start_from_run`)
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def compile_model(model, config: Config):
                          "then load the weights into a model built with it on")
     t = config.training
     margin = MarginLoss(t.m_plus, t.m_minus, t.down_weight)
-    optimizer = keras.optimizers.Adam(t.learning_rate)
+    averaging = {"use_ema": True, "ema_momentum": t.ema_momentum} if t.ema_momentum else {}
+    optimizer = keras.optimizers.Adam(t.learning_rate, **averaging)
     # logs: accuracy, val_accuracy; with a decoder class_scores_accuracy, val_class_scores_accuracy
     accuracy = ClassAccuracy(name="accuracy")  # ids or one-hot rows; SparseCategoricalAccuracy took ids only
     if config.model.decoder:
@@ -199,6 +201,30 @@ def latest_checkpoint(folder):
     return best
 
 
+def _seed_warm_start(config: Config, run, weights, done, earlier, starts):
+    """Write into the new run folder ``run`` what ``resume`` needs to train ``weights`` (a list
+    of arrays for ``config``'s model) on from epoch ``done`` with a fresh optimizer: a checkpoint
+    after epoch ``done``, the earlier runs' metrics (dicts, each kept as the
+    ``metrics-epoch-NNNN.json`` of the epochs it ended at) and ``warm_starts.json`` (``starts``)."""
+    if latest_checkpoint(run / "checkpoints")[1] is not None or (run / METRICS_FILE).exists():
+        raise TrainingError(f"run folder {run} already holds a run: continue it with --resume, or choose "
+                            "another --out")
+    model = build_model(config, precision=config.training.precision)
+    model.set_weights(weights)
+    model.optimizer.build(model.trainable_variables)  # a fresh Adam: zero moments, no step taken
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    model.save(run / "checkpoints" / f"epoch-{done:04d}.keras")
+    for metrics in earlier:
+        _write_atomic(run / EARLIER_METRICS.format(int(metrics["epochs"])), json.dumps(metrics, indent=2))
+    _write_atomic(run / WARM_STARTS_FILE, json.dumps(starts, indent=2))
+
+
+def _check_continuable(config: Config, what, done):
+    if done >= config.training.epochs:
+        raise TrainingError(f"{what} has already been trained for {done} of {config.training.epochs} epochs: "
+                            "nothing to continue (raise training.epochs, or --epochs)")
+
+
 def warm_start_from_zoo(config: Config, run):
     """Seed the run folder ``run`` to continue the published weights of zoo entry ``config.name``.
 
@@ -225,31 +251,55 @@ def warm_start_from_zoo(config: Config, run):
     if config.model != zoo_entry_config(name).model:
         raise TrainingError(f"cannot continue {name!r} with another model configuration")
     done = int(card["epochs"])
-    if done >= config.training.epochs:
-        raise TrainingError(f"zoo entry {name!r} has already been trained for {done} of "
-                            f"{config.training.epochs} epochs: nothing to continue")
-    if latest_checkpoint(run / "checkpoints")[1] is not None or (run / METRICS_FILE).exists():
-        raise TrainingError(f"run folder {run} already holds a run: continue it with --resume, or choose "
-                            "another --out")
-    model = build_model(config, precision=config.training.precision)
-    # zoo.load checks the card against the entry's config and the file against the card's sha256
-    model.set_weights(zoo.load(name, compile=False).get_weights())
-    model.optimizer.build(model.trainable_variables)  # a fresh Adam: zero moments, no step taken
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    model.save(run / "checkpoints" / f"epoch-{done:04d}.keras")
+    _check_continuable(config, f"zoo entry {name!r}", done)
     # Cards published before per-run accounts (8 of the zoo's) describe their one run themselves;
     # their "epochs" is a count, not a [first, last] span.
     parts = card.get("training_runs") or [{**card, "epochs": [card.get("resumed_from_epoch") or 0, done]}]
+    earlier = []
     for i, part in enumerate(parts):
         first, last = part["epochs"]
-        earlier = {"name": name, "epochs": last, "resumed_from_epoch": first, **{k: part.get(k) for k in RUN_ACCOUNT}}
-        if earlier["data_pipeline"] is None and i == len(parts) - 1:  # cards before per-run pipelines name
-            earlier["data_pipeline"] = card.get("data_pipeline")      # only the last run's
-        _write_atomic(run / EARLIER_METRICS.format(last), json.dumps(earlier, indent=2))
+        earlier.append({"name": name, "epochs": last, "resumed_from_epoch": first,
+                        **{k: part.get(k) for k in RUN_ACCOUNT}})
+        if earlier[-1]["data_pipeline"] is None and i == len(parts) - 1:  # cards before per-run pipelines
+            earlier[-1]["data_pipeline"] = card.get("data_pipeline")      # name only the last run's
     starts = [*card.get("warm_starts", []),
               {"epoch": done, "weights_sha256": card["weights_sha256"],
                "optimizer": "fresh: the published weights carry no optimizer state"}]
-    _write_atomic(run / WARM_STARTS_FILE, json.dumps(starts, indent=2))
+    # zoo.load checks the card against the entry's config and the file against the card's sha256
+    _seed_warm_start(config, run, zoo.load(name, compile=False).get_weights(), done, earlier, starts)
+    return done
+
+
+def warm_start_from_run(config: Config, run, source):
+    """Seed the new run folder ``run`` to continue the final weights of the finished run folder
+    ``source`` with ``config``'s recipe, which may differ from the source's in anything but the
+    model (weight averaging added, say): the learning-rate schedule and the data stream go on
+    from the epoch the source ended at, with a fresh optimizer, as :func:`warm_start_from_zoo`
+    does for a published entry. The source's runs become the predecessors, so the card of a run
+    so continued accounts for all of them, and ``warm_starts.json`` names the source and the
+    sha256 of its weights. Returns the epochs the source had been trained for.
+    """
+    from capszoo.data import sha256_file
+    from capszoo.runs import training_runs
+
+    run, source = Path(run), Path(source)
+    weights = source / "model.weights.h5"
+    if not ((source / METRICS_FILE).is_file() and weights.is_file() and (source / "config.toml").is_file()):
+        raise TrainingError(f"{source} is not a finished run folder (config.toml, model.weights.h5 and "
+                            f"{METRICS_FILE}): nothing to continue from")
+    previous = Config.from_toml(source / "config.toml")
+    if previous.model != config.model:
+        raise TrainingError(f"cannot continue {source}: its weights are of another model configuration")
+    earlier = training_runs(source)
+    done = int(earlier[-1]["epochs"])
+    _check_continuable(config, f"run {source}", done)
+    model = build_model(previous, compile=False)
+    model.load_weights(weights)
+    starts = [*json.loads((source / WARM_STARTS_FILE).read_text() if (source / WARM_STARTS_FILE).is_file()
+                          else "[]"),
+              {"epoch": done, "weights_sha256": sha256_file(weights), "run": str(source),
+               "optimizer": "fresh: the run's recipe changed (its optimizer state is not carried over)"}]
+    _seed_warm_start(config, run, model.get_weights(), done, earlier, starts)
     return done
 
 
@@ -281,13 +331,20 @@ class UndistributedValidation(keras.callbacks.Callback):
     """Keras' end-of-epoch validation (the same ``val_*`` logs), run :func:`undistributed`, for a
     data-parallel run; ``fit`` then gets no ``validation_data``."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, averaged=None):
         super().__init__()
         self.dataset = dataset
+        self.averaged = averaged  # a SwapEMAWeights: fit's own validation would call it around evaluate
 
     def on_epoch_end(self, epoch, logs=None):
-        with undistributed():
-            results = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        if self.averaged is not None:
+            self.averaged.on_test_begin()
+        try:
+            with undistributed():
+                results = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        finally:
+            if self.averaged is not None:
+                self.averaged.on_test_end()
         if logs is not None:  # the dict the later callbacks (CSV log, history, progress bar) read
             logs.update({f"val_{name}": value for name, value in results.items()})
 
@@ -421,7 +478,7 @@ def run_folder(config, out_dir=None):
 
 
 def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distribute=None, verbose="auto",
-          time_limit=None, precision=None, test=None, from_zoo=False):
+          time_limit=None, precision=None, test=None, from_zoo=False, from_run=None):
     """Train ``config`` (a :class:`Config`, a TOML path or a zoo name) and evaluate the result.
 
     Args:
@@ -449,6 +506,8 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
         from_zoo: continue the published weights of the zoo entry ``config`` names from the
             epoch its card ends at, with a fresh optimizer (see :func:`warm_start_from_zoo`);
             the run folder must be new. A run stopped by ``time_limit`` then goes on with ``resume``.
+        from_run: a finished run folder whose final weights to continue, likewise, with
+            ``config``'s recipe for the same model (see :func:`warm_start_from_run`).
 
     Returns ``(model, metrics)``; ``metrics`` is also written to ``out_dir/metrics.json``.
     """
@@ -458,12 +517,18 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     config = load_config(config).with_overrides(epochs=epochs, data_dir=data_dir, precision=precision)
     run = run_folder(config, out_dir)
     checkpoints = run / "checkpoints"
-    if resume and not from_zoo and not run.is_dir():  # a mistyped --out would otherwise start afresh, for hours
+    if from_zoo and from_run is not None:
+        raise ValueError("continue either the published weights (from_zoo) or a run's (from_run), not both")
+    warm = from_zoo or from_run is not None
+    if resume and not warm and not run.is_dir():  # a mistyped --out would otherwise start afresh, for hours
         raise TrainingError(f"nothing to resume: run folder {run} does not exist (to start a new run, drop --resume)")
     splits = None
-    if from_zoo:
+    if warm:
         splits = load_splits(config)  # the data must be there before a run folder is made
-        warm_start_from_zoo(config, run)
+        if from_zoo:
+            warm_start_from_zoo(config, run)
+        else:
+            warm_start_from_run(config, run, from_run)
         resume = True
     done, checkpoint = latest_checkpoint(checkpoints)
     if checkpoint is not None and not resume:
@@ -501,8 +566,13 @@ def train(config, out_dir=None, epochs=None, data_dir=None, resume=False, distri
     used = examples_per_epoch(len(splits.train[1]), config.training.batch_size, devices)
     val_ds = make_dataset(*splits.validation, config, training=False) if splits.validation else None
     guard, clock = NanGuard(), TimeLimit(time_limit)
+    # validation with the averaged weights; fit puts them in the model for good at its end
+    averaged = keras.callbacks.SwapEMAWeights() if config.training.ema_momentum else None
+    if averaged is not None:
+        averaged.set_model(model)
     callbacks = [
-        *([UndistributedValidation(val_ds)] if devices > 1 and val_ds is not None else []),
+        *([UndistributedValidation(val_ds, averaged)] if devices > 1 and val_ds is not None else []),
+        *([averaged] if averaged is not None and devices == 1 else []),
         lr_schedule(config),
         guard,
         clock,

@@ -69,6 +69,20 @@ def test_a_run_short_of_its_planned_epochs_has_no_final_accuracy_and_is_left_out
     assert "no run has trained all its planned epochs" in result.stderr
 
 
+def test_a_run_continued_from_another_runs_weights_ends_where_its_last_epoch_does(tmp_path):
+    # `capszoo train --from-run` logs only its own epochs: 80-89 of a 90-epoch schedule
+    header = ["epoch", "accuracy", "val_accuracy"]
+    rows = [(epoch, 0.9, 0.90 + epoch / 1000) for epoch in range(80, 90)]
+    continued = write_run(tmp_path / "zoo-continued", header, rows, planned=90)
+    (continued / "metrics.json").write_text(json.dumps({"epochs": 90, "epochs_planned": 90}))
+    cut = write_run(tmp_path / "zoo-cut", header, rows[:4], planned=90)
+    (cut / "metrics.json").write_text(json.dumps({"epochs": 84, "epochs_planned": 90}))
+    result = best(cut, continued)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "zoo-continued" and "zoo-continued: final val_accuracy 0.9890" in result.stderr
+    assert "zoo-cut: no final val_accuracy, stopped after 84 of 90 epochs" in result.stderr
+
+
 def test_a_run_with_no_epoch_logged_is_left_out_not_a_traceback(tmp_path):
     """A member that crashed before its first epoch ended (no folder, no history.csv, or only its
     header) used to stop the whole choice with FileNotFoundError, or was refused as a run without

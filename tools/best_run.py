@@ -9,7 +9,9 @@ metric after its output when a model has several), so a sweep may mix both kinds
 
 Only a run that trained all its planned epochs has a final validation accuracy: its metrics.json,
 which ``capszoo train`` writes when it returns, says so. A run still going, killed, or stopped by
-``--time-limit`` short of its schedule is named on stderr and left out, and so is a run with no
+``--time-limit`` short of its schedule is named on stderr and left out (the epoch column of the
+last row of history.csv says where a run ends: one continued from another run's weights logs only
+its own epochs), and so is a run with no
 epoch logged (no folder, no history.csv, or an empty one: it failed before its first epoch ended);
 with none finished, the command fails and prints nothing on stdout.
 """
@@ -35,8 +37,14 @@ def epochs_short(run, rows):
     planned = metrics.get("epochs_planned")
     if planned is None:
         return "metrics.json does not say how many epochs were planned"
-    if metrics.get("epochs") != planned or len(rows) != planned:
-        return f"stopped after {len(rows)} of {planned} epochs"
+    # A run continued from other weights (--from-zoo, --from-run) logs only its own epochs, so the
+    # last row's epoch index, not the number of rows, says where its history ends.
+    try:
+        last = int(float(rows[-1]["epoch"])) + 1
+    except (KeyError, TypeError, ValueError):
+        return "history.csv has no epoch column"
+    if metrics.get("epochs") != planned or last != planned:
+        return f"stopped after {last} of {planned} epochs"
     return None
 
 
