@@ -183,12 +183,14 @@ def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says
 
     folder = Path(__file__).resolve().parents[1] / "tools" / "experiments" / "fashion-mnist-sweep"
     sweep = {path.stem: load_config(path) for path in sorted(folder.glob("*.toml"))}
-    assert len(sweep) == 17
+    assert len(sweep) == 18
     lams = {"-l01": 0.1, "-l1": 1.0, "-l2": 2.0, "-l4": 4.0}
     for name, config in sweep.items():
+        epochs = 90 if name.endswith("-ema") else 80 if "-e80" in name else 50
         assert (config.data.dataset, config.data.validation_fraction, config.training.epochs) == \
-            ("fashion_mnist", 0.1, 80 if "-e80" in name else 50), name
-        assert config.data.horizontal_flip == name.endswith("-flip"), name
+            ("fashion_mnist", 0.1, epochs), name
+        assert config.data.horizontal_flip == ("-flip" in name), name
+        assert config.training.ema_momentum == (0.999 if name.endswith("-ema") else 0.0), name
         assert config.model.routing == {"fa": "adaptive_lambda", "fd": "dynamic"}[name[:2]], name
         assert (config.data.shift_pixels, config.model.decoder, config.training.lr_decay) == \
             (int(name[4]), "-rec" in name, 0.97 if "-d97" in name else 0.95), name
@@ -197,10 +199,18 @@ def test_the_fashion_mnist_sweep_differs_from_its_zoo_entries_only_where_it_says
             assert config.model.lam == lam, name
     # the loans' twins: each the member's recipe on the whole split, nothing else changed
     twins = {path.stem: load_config(path) for path in sorted((folder / "twins").glob("*.toml"))}
-    assert set(twins) == {"ta-s1-l2", "ta-s1-l4", "ta-s1-d97", "ta-s1-d97-e80", "ta-s1-flip", "ta-s1-d97-e80-flip"}
+    assert set(twins) == {"ta-s1-l2", "ta-s1-l4", "ta-s1-d97", "ta-s1-d97-e80", "ta-s1-flip", "ta-s1-d97-e80-flip",
+                          "ta-s1-d97-e80-ema"}
+    averaged = {"training": {"epochs": 90, "ema_momentum": 0.999}}
     for name, config in twins.items():
+        if name == "ta-s1-d97-e80-ema":  # the sixth round's: the published entry trained on, averaged
+            assert config.name == "ara-fashion-mnist"  # so that --from-zoo continues that entry's card
+            assert config.sha256() == load_config("ara-fashion-mnist").replace(**averaged).sha256()
+            continue
         member = sweep["fa-" + name.removeprefix("ta-")]
         assert config.sha256() == member.replace(data={"validation_fraction": 0.0}).sha256(), name
+    # ... and its member, the 80-epoch mirrored member trained on the same way
+    assert sweep["fa-s1-d97-e80-flip-ema"].sha256() == sweep["fa-s1-d97-e80-flip"].replace(**averaged).sha256()
     # the members chosen on validation data (docs/zoo-training.md) train the published recipes on the whole split
     for member, entry in (("fa-s1-d97-e80", "ara-fashion-mnist"), ("fd-s2-d97", "dra-fashion-mnist")):
         published = load_config(entry)
@@ -305,3 +315,17 @@ def test_the_fifth_loan_rule_takes_a_member_finished_on_the_cpu_as_measured_ther
     monkeypatch.setattr(rule, "FINISHED_ON_CPU", {"fa-s1-flip": 0.0})
     rule.main()
     assert read == ["fa-s1-d97-e80-flip"] * 2 and capsys.readouterr().out == "ta-s1-d97-e80-flip\n"
+
+
+def test_the_sixth_round_rule_publishes_the_averaged_twin_only_above_the_bar(monkeypatch, capsys):
+    """choose_sixth_round.py, fixed before its member's first epoch: the averaged twin if the
+    averaged member's final validation accuracy beats 0.9247; a member short of its 90 epochs
+    (None) cannot be chosen."""
+    rule = _loan_rule("choose_sixth_round")
+    assert (rule.PUBLISHED_VAL, rule.MEMBER, rule.TWIN) == (0.9247, "fa-s1-d97-e80-flip-ema", "ta-s1-d97-e80-ema")
+    for score, printed in ((0.9248, "ta-s1-d97-e80-ema"), (0.9247, "none"), (0.9225, "none"), (None, "none")):
+        read = []
+        monkeypatch.setattr(rule, "final_val_accuracy",
+                            lambda run, score=score, read=read: read.append(run) or score)
+        rule.main()
+        assert read == [rule.RUN] and capsys.readouterr().out == printed + "\n", score

@@ -59,9 +59,9 @@ def test_training_ends_with_the_moving_average_of_every_steps_weights(tiny_confi
     mask = [id(v) in trainable for v in model.weights]
     average = record.steps[0]
     for weights in record.steps[1:]:
-        average = [m * a + (1 - m) * w if t else w for a, w, t in zip(average, weights, mask)]
+        average = [m * a + (1 - m) * w if t else w for a, w, t in zip(average, weights, mask, strict=True)]
     final = model.get_weights()
-    for got, want, last, t in zip(final, average, record.steps[-1], mask):
+    for got, want, last, t in zip(final, average, record.steps[-1], mask, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
         if t and got.size > 1:
             assert not np.allclose(got, last)  # not merely the last step's weights
@@ -80,11 +80,11 @@ def test_a_run_validates_and_saves_the_averaged_weights_and_checkpoints_both(tin
     assert float(last[header.index("val_accuracy")]) == pytest.approx(metrics["validation_accuracy"], abs=1e-6)
     checkpoint = keras.saving.load_model(latest_checkpoint(run / "checkpoints")[1])
     averages = checkpoint.optimizer._model_variables_moving_average
-    for saved, average, raw in zip(model.trainable_variables, averages, checkpoint.trainable_variables):
+    for saved, average in zip(model.trainable_variables, averages, strict=True):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(saved), keras.ops.convert_to_numpy(average),
                                    rtol=1e-6, atol=1e-7)
     assert any(not np.allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(r))
-               for a, r in zip(averages, checkpoint.trainable_variables))
+               for a, r in zip(averages, checkpoint.trainable_variables, strict=True))
 
 
 def test_a_resumed_averaging_run_ends_where_an_uninterrupted_one_does(tiny_config_path, tmp_path):
@@ -93,7 +93,7 @@ def test_a_resumed_averaging_run_ends_where_an_uninterrupted_one_does(tiny_confi
     train(config, out_dir=tmp_path / "resumed", epochs=1, verbose=0)
     resumed, metrics = train(config, out_dir=tmp_path / "resumed", resume=True, verbose=0)
     assert (metrics["epochs"], metrics["resumed_from_epoch"]) == (3, 1)
-    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -130,7 +130,7 @@ def test_from_run_seeds_its_checkpoint_with_the_sources_weights_and_a_fresh_opti
     run.mkdir()
     assert warm_start_from_run(config.replace(training={"ema_momentum": 0.9}), run, source) == 1
     seeded = keras.saving.load_model(run / "checkpoints" / "epoch-0001.keras")
-    for a, b in zip(seeded.get_weights(), trained.get_weights()):
+    for a, b in zip(seeded.get_weights(), trained.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert int(seeded.optimizer.iterations) == 0 and seeded.optimizer.use_ema
     assert seeded.optimizer.ema_momentum == pytest.approx(0.9)
