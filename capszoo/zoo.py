@@ -124,14 +124,17 @@ def _machine(run):
 
 def trained_how(card):
     """How an entry was trained, e.g. "30 epochs, 2 × AMD EPYC" or "49 of 150 epochs, NVIDIA H100
-    80GB HBM3 (JAX)", with the training precision when it was not float32 (", mixed_bfloat16"); a run
-    resumed on other hardware names each machine in turn ("... then ...")."""
+    80GB HBM3 (JAX)", with the training precision when it was not float32 (", mixed_bfloat16") and
+    the momentum of the weights' moving average when its last run kept one (", weights averaged
+    (EMA 0.999)"); a run resumed on other hardware names each machine in turn ("... then ...")."""
     planned = card.get("epochs_planned", card["epochs"])
     epochs = f"{card['epochs']} of {planned} epochs" if planned != card["epochs"] else f"{card['epochs']} epochs"
     machines = (_machine(run) for run in card.get("training_runs") or [card])
     where = " then ".join(machine for machine, _ in groupby(machines))  # in turn, repeats merged
     precision = card.get("training_precision", "float32")
-    return f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
+    averaged = card.get("training_ema_momentum")
+    return (f"{epochs}, {where}" + (f", {precision}" if precision != "float32" else "")
+            + (f", weights averaged (EMA {averaged:g})" if averaged else ""))
 
 
 def _check_flags(function, **flags):
@@ -470,6 +473,8 @@ def publish(run_dir, name=None, dest=None, weights_dtype="float32"):
         card["test_accuracy_at_training"] = metrics["test_accuracy"]
     if weights_dtype != "float32":
         card["test_accuracy_float32"] = reference["accuracy"]
+    if config.training.ema_momentum:  # the weights are the moving average the recipe's last run kept
+        card["training_ema_momentum"] = config.training.ema_momentum
     if metrics.get("warm_starts"):  # continued from published weights: where Adam started afresh
         card["warm_starts"] = metrics["warm_starts"]
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")

@@ -332,6 +332,8 @@ def test_trained_how_names_each_machine_a_resumed_run_used():
     assert zoo.trained_how({**card, "training_runs": [gpu, cpu, gpu]}) == \
         "25 of 30 epochs, NVIDIA H100 (JAX) then 2 × AMD EPYC then NVIDIA H100 (JAX)"  # in turn, as they ran
     assert zoo.trained_how({"epochs": 30, **gpu}) == "30 epochs, NVIDIA H100 (JAX)"  # a card from before training_runs
+    assert zoo.trained_how({**card, "training_runs": [cpu], "training_ema_momentum": 0.999}) == \
+        "25 of 30 epochs, 2 × AMD EPYC, weights averaged (EMA 0.999)"
 
 
 def test_load_gives_the_trained_model_and_its_accuracy(private_zoo):
@@ -745,6 +747,28 @@ def test_continuing_a_published_entry_goes_on_from_its_card_with_a_fresh_optimiz
     assert [part["data_pipeline"] for part in again["training_runs"]] == [card["data_pipeline"],
                                                                            metrics["data_pipeline"]]
     assert again["warm_starts"] == metrics["warm_starts"] and "wall_time_epochs" not in again
+
+
+def test_an_entry_trained_on_with_weight_averaging_is_published_as_such(private_zoo):
+    """The sixth Fashion-MNIST round's twin (docs/zoo-training.md): a config named after the entry,
+    with more epochs and a moving average of the weights, continues the published weights
+    (--from-zoo); the entry's config then takes that recipe, and its card says so."""
+    tmp_path = private_zoo[0]
+    entry = config_module.load_config("tiny-digits")
+    twin = entry.replace(training={"epochs": 3, "ema_momentum": 0.9})
+    assert twin.name == "tiny-digits"
+    _, metrics = train(twin, out_dir=tmp_path / "twin", from_zoo=True, verbose=0)
+    assert (metrics["resumed_from_epoch"], metrics["epochs"]) == (2, 3)
+    with pytest.raises(ValueError, match="did not train the recipe of zoo entry 'tiny-digits'"):
+        zoo.publish(tmp_path / "twin")  # not before the entry's config is the twin's recipe
+    (tmp_path / "zoo_configs" / "tiny-digits.toml").write_text(twin.to_toml())
+    card = json.loads((zoo.publish(tmp_path / "twin") / "card.json").read_text())
+    assert card["training_ema_momentum"] == 0.9 and card["epochs"] == 3
+    assert zoo.trained_how(card).endswith(", weights averaged (EMA 0.9)")
+    assert [part["epochs"] for part in card["training_runs"]] == [[0, 2], [2, 3]]
+    from capszoo.training import evaluate
+
+    assert evaluate(capszoo.load("tiny-digits"), "tiny-digits")["accuracy"] == pytest.approx(card["test_accuracy"])
 
 
 def test_continuing_an_untrained_entry_says_how_to_train_it(private_zoo, capsys):
