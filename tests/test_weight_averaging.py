@@ -1,6 +1,10 @@
 """Weight averaging (``training.ema_momentum``) and continuing a run's weights (``from_run``)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,6 +15,8 @@ from capszoo.config import load_config
 from capszoo.data import load_splits, make_dataset, sha256_file
 from capszoo.runs import training_runs
 from capszoo.training import TrainingError, build_model, latest_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ema_momentum_is_checked_and_only_a_recipe_with_it_changes_its_hash(tiny_config_path):
@@ -163,3 +169,40 @@ def test_cli_from_run(tiny_config_path, tmp_path, capsys):
     assert main(["train", str(tiny_config_path), "--from-run", str(tmp_path / "nowhere"), "--out",
                  str(tmp_path / "other"), "--verbose", "0"]) == 2
     assert "is not a finished run folder" in capsys.readouterr().err
+
+
+AVERAGED_DATA_PARALLEL = """
+import csv, json, sys
+import jax, keras, numpy as np
+from capszoo.config import load_config
+from capszoo.training import train
+out = sys.argv[2]
+config = load_config(sys.argv[1]).replace(data={"train_subset": 287, "validation_fraction": 0.1},
+                                          training={"epochs": 2, "batch_size": 32, "ema_momentum": 0.8})
+single, one = train(config, out_dir=f"{out}/single", verbose=0)
+keras.distribution.set_distribution(keras.distribution.DataParallel())
+parallel, many = train(config, out_dir=f"{out}/parallel", verbose=0)
+logged = {run: [float(row["val_loss"]) for row in csv.DictReader(open(f"{out}/{run}/history.csv"))]
+          for run in ("single", "parallel")}
+print(json.dumps({"devices": len(jax.devices()), "single": one, "parallel": many, "logged": logged,
+                  "diff": max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), parallel.get_weights())),
+                  "scale": max(float(np.abs(a).max()) for a in single.get_weights())}))
+"""
+
+
+def test_a_data_parallel_run_validates_with_the_averaged_weights_too(tiny_config_path, tmp_path):
+    """Data parallelism on JAX validates in a callback of its own (UndistributedValidation), which
+    fit's swap of the averaged weights does not reach: it swaps them itself."""
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    run = subprocess.run([sys.executable, "-c", AVERAGED_DATA_PARALLEL, str(tiny_config_path), str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2 and result["parallel"]["distribute"] == "data_parallel"
+    assert result["diff"] < 1e-4 * max(1.0, result["scale"]), result["diff"]
+    for key in ("validation_accuracy", "validation_loss"):
+        assert result["parallel"][key] == pytest.approx(result["single"][key], rel=1e-5, abs=1e-6), key
+    # each epoch's validation loss as logged: fit's own validation (one device) and the callback's
+    assert result["logged"]["parallel"] == pytest.approx(result["logged"]["single"], rel=1e-5, abs=1e-6)
+    assert result["logged"]["parallel"][-1] == pytest.approx(result["parallel"]["validation_loss"], rel=1e-5)
