@@ -323,6 +323,12 @@ def test_the_sixth_round_rule_publishes_the_averaged_twin_only_above_the_bar(mon
     (None) cannot be chosen."""
     rule = _loan_rule("choose_sixth_round")
     assert (rule.PUBLISHED_VAL, rule.MEMBER, rule.TWIN) == (0.9247, "fa-s1-d97-e80-flip-ema", "ta-s1-d97-e80-ema")
+    # the outcome: the member ended at 5,548 of 6,000, the bar's count, and the rule reads no run
+    assert rule.FINISHED_ON_CPU == 5548 / 6000
+    monkeypatch.setattr(rule, "final_val_accuracy", lambda run: pytest.fail("read a run"))
+    rule.main()
+    assert capsys.readouterr().out == "none\n"
+    monkeypatch.setattr(rule, "FINISHED_ON_CPU", None)  # the rule as it stood before the member ended
     for score, printed in ((0.9248, "ta-s1-d97-e80-ema"), (0.9247, "none"), (0.9225, "none"), (None, "none")):
         read = []
         monkeypatch.setattr(rule, "final_val_accuracy",

@@ -31,10 +31,14 @@ PUBLISHED_VAL = 0.9247  # fa-s1-d97-e80, the member of the recipe published afte
 MEMBER = "fa-s1-d97-e80-flip-ema"
 TWIN = "ta-s1-d97-e80-ema"  # not choose()'s "ta-" + the member's name: the twin continues unmirrored weights
 RUN = "runs/cpu-s43/" + MEMBER  # where it trains on this CPU (docs/zoo-training.md)
+# Outcome, 2026-12-08: the member ran its 90 epochs here (session 43, runs/ is not kept in git), and
+# `python3 tools/best_run.py runs/cpu-s43/fa-s1-d97-e80-flip-ema` gave 0.9247: 5,548 of 6,000
+# images, the bar's own count, which does not beat it. Recorded so that the rule still answers.
+FINISHED_ON_CPU = 5548 / 6000
 
 
 def main(run=RUN):
-    scores = {MEMBER: final_val_accuracy(run)}
+    scores = {MEMBER: FINISHED_ON_CPU if FINISHED_ON_CPU is not None else final_val_accuracy(run)}
     print(scores, file=sys.stderr)
     print("none" if choose(scores, PUBLISHED_VAL) == "none" else TWIN)
 
